@@ -1,0 +1,57 @@
+// Scaled dot-product attention for q [B, H, Tq, D], k and v [B, H, Tk, D] (contiguous).
+//
+// Visibility: key j is visible to query i iff j < key_lengths[b] (when given) and, if causal,
+// j <= i + (Tk - Tq). Both are prefix conditions, so row i sees keys [0, n_visible(i)).
+// Forward per query row: s_j = scale * q_i . k_j, P = softmax over the visible keys (stable:
+// max subtracted), lse_i = log sum_j exp(s_j), o_i = sum_j drop_ij * P_ij * v_j, where
+// drop_ij = keep / (1 - p) with keep = dropout_keep(seed, offset, ((b*H + h)*Tq + i)*Tk + j, p).
+// A row with no visible key gets o_i = 0 and lse_i = -inf.
+// Backward (as FlashAttention does, nothing of size Tq x Tk is stored): P is recomputed as
+// exp(s - lse); with Pd = drop * P and dP = drop * (dO V^T), D_i = rowsum(dO_i * O_i)
+// (= sum_j P_ij dP_ij), dS = P * (dP - D_i); dV = Pd^T dO, dQ = scale * dS K,
+// dK = scale * dS^T Q. Rows with no visible key contribute nothing.
+// Memory convention: dq, dk, dv are activation gradients and are written with = (every
+// element, masked keys get zeros). Sums are kept in attention_acc_t<T> (float, or double for
+// double inputs) as are the lse values.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/types.h"
+
+namespace attn::kernels {
+
+template <class T>
+using attention_acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+struct AttentionArgs {
+  int64_t batch = 0, heads = 0, q_len = 0, k_len = 0, head_dim = 0;
+  double scale = 1.0;                    // usually 1/sqrt(head_dim)
+  const int32_t* key_lengths = nullptr;  // [batch], values in [0, k_len]; null: all keys
+  bool causal = false;
+  float dropout_p = 0.0f;  // 0: no dropout
+  uint64_t seed = 0, offset = 0;
+};
+
+// Number of keys query row i of batch entry b may see (a prefix of the keys).
+ATTN_HD inline int64_t attention_visible_keys(int64_t key_length, int64_t i, int64_t q_len,
+                                              int64_t k_len, bool causal) {
+  int64_t n = key_length;
+  if (causal) {
+    const int64_t last = i + (k_len - q_len);  // last visible key index
+    n = n < last + 1 ? n : last + 1;
+  }
+  return n < 0 ? 0 : n;
+}
+
+template <class T>
+void attention_forward_cpu(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
+                           attention_acc_t<T>* lse);
+
+template <class T>
+void attention_backward_cpu(const AttentionArgs& a, const T* q, const T* k, const T* v,
+                            const T* out, const attention_acc_t<T>* lse, const T* grad_out,
+                            T* grad_q, T* grad_k, T* grad_v);
+
+}  // namespace attn::kernels

@@ -1,0 +1,29 @@
+// Inverted dropout: y = x * keep / (1 - p), keep = philox_uniform(seed, offset, i) >= p.
+// The mask is never stored: it is a pure function of (seed, offset, element index), so
+// backward (and the CUDA kernels) regenerate it bit for bit. The comparison is done in float
+// (the uniform has 24 bits), so CPU and GPU agree on every element.
+// Memory convention: x and y (grad_y and grad_x) may alias; outputs are written with =.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/philox.h"
+#include "kernels/types.h"
+
+namespace attn::kernels {
+
+// Whether element `index` of a draw at (seed, offset) survives dropout with probability p.
+// Shared with attention, which drops probabilities with the same rule.
+ATTN_HD inline bool dropout_keep(uint64_t seed, uint64_t offset, uint64_t index, float p) {
+  return philox_uniform(seed, offset, index) >= p;
+}
+
+template <class T>
+void dropout_forward_cpu(const T* x, T* y, int64_t n, float p, uint64_t seed, uint64_t offset);
+
+// grad_x = grad_y * keep / (1 - p), the same mask as the forward with these (seed, offset).
+template <class T>
+void dropout_backward_cpu(const T* grad_y, T* grad_x, int64_t n, float p, uint64_t seed,
+                          uint64_t offset);
+
+}  // namespace attn::kernels

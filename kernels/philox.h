@@ -1,0 +1,54 @@
+// Philox4x32-10 counter-based RNG (Salmon et al., SC'11): value = f(key, counter), no state.
+// Used identically on CPU and GPU so that a dropout mask is a pure function of
+// (seed, offset, element index) and can be regenerated in backward instead of stored.
+// Convention: element i of a tensor drawn at offset `o` uses counter (o + i / 4) and lane i % 4.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/types.h"
+
+namespace attn {
+
+struct Philox4 {
+  uint32_t v[4];
+};
+
+ATTN_HD inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
+                                     uint32_t k0, uint32_t k1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  for (int r = 0; r < 10; ++r) {
+    if (r > 0) {
+      k0 += kW0;
+      k1 += kW1;
+    }
+    const uint64_t p0 = static_cast<uint64_t>(kM0) * c0;
+    const uint64_t p1 = static_cast<uint64_t>(kM1) * c2;
+    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+  }
+  return Philox4{{c0, c1, c2, c3}};
+}
+
+// 32 random bits for element `index` of a draw that starts at counter `offset`.
+ATTN_HD inline uint32_t philox_bits(uint64_t seed, uint64_t offset, uint64_t index) {
+  const uint64_t ctr = offset + index / 4;
+  const Philox4 r = philox4x32_10(static_cast<uint32_t>(ctr), static_cast<uint32_t>(ctr >> 32), 0u,
+                                  0u, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return r.v[index % 4];
+}
+
+// Uniform in [0, 1) with 24 bits, exactly representable in float.
+ATTN_HD inline float philox_uniform(uint64_t seed, uint64_t offset, uint64_t index) {
+  return static_cast<float>(philox_bits(seed, offset, index) >> 8) * (1.0f / 16777216.0f);
+}
+
+// Number of counter values a draw of n elements consumes.
+ATTN_HD inline uint64_t philox_counters(uint64_t n) { return (n + 3) / 4; }
+
+}  // namespace attn

@@ -1,0 +1,19 @@
+// Element-wise tensor ops (no autograd). Binary ops need equal shapes, dtypes and devices.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace attn::ops {
+
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, double factor);
+// dst += src; dst += alpha * src.
+void add_(Tensor& dst, const Tensor& src);
+void axpy_(Tensor& dst, double alpha, const Tensor& src);
+Tensor relu(const Tensor& x);
+// Gradient of relu given its output y.
+Tensor relu_backward(const Tensor& grad_y, const Tensor& y);
+
+}  // namespace attn::ops

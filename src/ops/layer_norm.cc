@@ -1,0 +1,105 @@
+#include "ops/layer_norm.h"
+
+#include <utility>
+
+#include "kernels/layer_norm.h"
+#include "ops/check.h"
+#include "ops/dispatch.h"
+
+namespace attn::ops {
+
+namespace {
+
+// Shape of the per-row statistics: x's shape without the normalised dimension.
+Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 1); }
+
+void check_inputs(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                  const Tensor& residual) {
+  check_float(op, "x", x);
+  ATTN_CHECK(x.dim() >= 1 && x.size(-1) > 0, op,
+             ": x needs a non-empty last dimension to normalise over, got shape ", x.shape());
+  const int64_t cols = x.size(-1);
+  for (auto [name, p] : {std::pair<const char*, const Tensor*>{"gamma", &gamma}, {"beta", &beta}}) {
+    check_defined(op, name, *p);
+    ATTN_CHECK(p->dim() == 1 && p->size(0) == cols, op, ": ", name, " has shape ", p->shape(),
+               " but x has shape ", x.shape(), " (expected [", cols, "])");
+    check_like(op, "x", x, name, *p);
+  }
+  if (residual.defined()) {
+    check_same_shape(op, "x", x, "residual", residual);
+    check_like(op, "x", x, "residual", residual);
+  }
+}
+
+}  // namespace
+
+LayerNormOutput layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                   double eps, const Tensor& residual) {
+  const char* op = "layer_norm";
+  check_inputs(op, x, gamma, beta, residual);
+  ATTN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  const int64_t cols = x.size(-1);
+  const int64_t rows = x.numel() / cols;
+  // Statistics at least in f32 so a future bf16/f16 path keeps them precise.
+  const DType stat_dtype = x.dtype() == kF64 ? kF64 : kF32;
+  LayerNormOutput out;
+  out.y = Tensor::empty_like(x);
+  out.mean = Tensor::empty(row_shape(x), stat_dtype, x.device());
+  out.rstd = Tensor::empty(row_shape(x), stat_dtype, x.device());
+  dispatch_float(
+      op, x,
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::layer_norm_forward_cpu<T>(
+            x.data<T>(), residual.defined() ? residual.data<T>() : nullptr, gamma.data<T>(),
+            beta.data<T>(), eps, rows, cols, out.y.data<T>(), out.mean.data<T>(),
+            out.rstd.data<T>());
+      },
+      kNoCuda);
+  return out;
+}
+
+LayerNormGrads layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& residual,
+                                   const Tensor& gamma, const Tensor& mean, const Tensor& rstd) {
+  const char* op = "layer_norm_backward";
+  check_float(op, "x", x);
+  check_same_shape(op, "dy", dy, "x", x);
+  check_like(op, "x", x, "dy", dy);
+  ATTN_CHECK(x.dim() >= 1 && x.size(-1) > 0, op,
+             ": x needs a non-empty last dimension, got shape ", x.shape());
+  const int64_t cols = x.size(-1);
+  const int64_t rows = x.numel() / cols;
+  check_defined(op, "gamma", gamma);
+  ATTN_CHECK(gamma.dim() == 1 && gamma.size(0) == cols, op, ": gamma has shape ", gamma.shape(),
+             " but x has shape ", x.shape());
+  check_like(op, "x", x, "gamma", gamma);
+  if (residual.defined()) {
+    check_same_shape(op, "x", x, "residual", residual);
+    check_like(op, "x", x, "residual", residual);
+  }
+  for (auto [name, s] : {std::pair<const char*, const Tensor*>{"mean", &mean}, {"rstd", &rstd}}) {
+    check_defined(op, name, *s);
+    ATTN_CHECK(s->shape() == row_shape(x), op, ": ", name, " has shape ", s->shape(),
+               " but x has shape ", x.shape());
+    ATTN_CHECK(s->dtype() == x.dtype(), op, ": ", name, " is ", s->dtype(), " but x is ",
+               x.dtype());
+  }
+  LayerNormGrads g;
+  g.dx = Tensor::empty_like(x);
+  // The kernel accumulates parameter gradients, so they start at zero.
+  g.dgamma = Tensor::zeros_like(gamma);
+  g.dbeta = Tensor::zeros_like(gamma);
+  dispatch_float(
+      op, x,
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::layer_norm_backward_cpu<T>(
+            dy.data<T>(), x.data<T>(), residual.defined() ? residual.data<T>() : nullptr,
+            gamma.data<T>(), mean.data<T>(), rstd.data<T>(), rows, cols, g.dx.data<T>(),
+            g.dgamma.data<T>(), g.dbeta.data<T>());
+      },
+      kNoCuda);
+  return g;
+}
+
+}  // namespace attn::ops

@@ -1,0 +1,52 @@
+#include "ops/softmax.h"
+
+#include <utility>
+
+#include "kernels/softmax.h"
+#include "ops/check.h"
+#include "ops/dispatch.h"
+
+namespace attn::ops {
+
+namespace {
+// Rows and columns of the [rows, cols] view the kernels work on; an empty last dimension
+// means no rows.
+std::pair<int64_t, int64_t> rows_cols(const char* op, const Tensor& x) {
+  ATTN_CHECK(x.dim() >= 1, op, ": x must have at least 1 dimension, got shape ", x.shape());
+  const int64_t cols = x.size(-1);
+  return {cols ? x.numel() / cols : 0, cols};
+}
+}  // namespace
+
+Tensor softmax_forward(const Tensor& x) {
+  check_float("softmax", "x", x);
+  const auto [rows, cols] = rows_cols("softmax", x);
+  Tensor y = Tensor::empty_like(x);
+  dispatch_float(
+      "softmax", x,
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::softmax_forward_cpu<T>(x.data<T>(), y.data<T>(), rows, cols);
+      },
+      kNoCuda);
+  return y;
+}
+
+Tensor softmax_backward(const Tensor& y, const Tensor& dy) {
+  const char* op = "softmax_backward";
+  check_float(op, "y", y);
+  check_same_shape(op, "y", y, "dy", dy);
+  check_like(op, "y", y, "dy", dy);
+  const auto [rows, cols] = rows_cols(op, y);
+  Tensor dx = Tensor::empty_like(y);
+  dispatch_float(
+      op, y,
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::softmax_backward_cpu<T>(y.data<T>(), dy.data<T>(), dx.data<T>(), rows, cols);
+      },
+      kNoCuda);
+  return dx;
+}
+
+}  // namespace attn::ops
