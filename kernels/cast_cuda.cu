@@ -33,7 +33,7 @@ using Wide =
     std::conditional_t<std::is_same_v<T, double> || std::is_same_v<T, int32_t>, double, float>;
 
 template <class T>
-__device__ __forceinline__ Wide<T> load_wide(T v) {
+__host__ __device__ __forceinline__ Wide<T> load_wide(T v) {
   if constexpr (std::is_same_v<T, bf16>) {
     return __bfloat162float(__ushort_as_bfloat16(v.bits));
   } else if constexpr (std::is_same_v<T, f16>) {
@@ -45,7 +45,7 @@ __device__ __forceinline__ Wide<T> load_wide(T v) {
 
 // W is float or double; bf16/f16 round through float like the CPU's from_float.
 template <class D, class W>
-__device__ __forceinline__ D store_narrow(W v) {
+__host__ __device__ __forceinline__ D store_narrow(W v) {
   if constexpr (std::is_same_v<D, bf16>) {
     return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(static_cast<float>(v)))};
   } else if constexpr (std::is_same_v<D, f16>) {
@@ -56,13 +56,18 @@ __device__ __forceinline__ D store_narrow(W v) {
 }
 
 template <class S, class D>
-__global__ void cast_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
+__host__ __device__ __forceinline__ D convert(S v) {
   // A double destination needs the source's exact value; float -> double is exact.
   using W = std::conditional_t<std::is_same_v<D, double>, double, Wide<S>>;
+  return store_narrow<D>(static_cast<W>(load_wide(v)));
+}
+
+template <class S, class D>
+__global__ void cast_kernel(const S* __restrict__ src, D* __restrict__ dst, int64_t n) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += stride) {
-    dst[i] = store_narrow<D>(static_cast<W>(load_wide(src[i])));
+    dst[i] = convert<S, D>(src[i]);
   }
 }
 
@@ -98,10 +103,10 @@ void fill_cuda(T* dst, double value, int64_t n, cudaStream_t stream) {
 }
 
 #define ATTN_CAST_PAIR(S, D) template void cast_cuda<S, D>(const S*, D*, int64_t, cudaStream_t);
-#define ATTN_CAST_FROM(S)                                                  \
-  ATTN_CAST_PAIR(S, float)                                                 \
-  ATTN_CAST_PAIR(S, double) ATTN_CAST_PAIR(S, bf16) ATTN_CAST_PAIR(S, f16) \
-      ATTN_CAST_PAIR(S, int32_t)
+#define ATTN_CAST_FROM(S)   \
+  ATTN_CAST_PAIR(S, float)  \
+  ATTN_CAST_PAIR(S, double) \
+  ATTN_CAST_PAIR(S, bf16) ATTN_CAST_PAIR(S, f16) ATTN_CAST_PAIR(S, int32_t)
 ATTN_CAST_FROM(float)
 ATTN_CAST_FROM(double)
 ATTN_CAST_FROM(bf16)
