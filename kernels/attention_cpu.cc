@@ -145,8 +145,8 @@ template void attention_forward_cpu<float>(const AttentionArgs&, const float*, c
 template void attention_forward_cpu<double>(const AttentionArgs&, const double*, const double*,
                                             const double*, double*, double*);
 template void attention_backward_cpu<float>(const AttentionArgs&, const float*, const float*,
-                                            const float*, const float*, const float*,
-                                            const float*, float*, float*, float*);
+                                            const float*, const float*, const float*, const float*,
+                                            float*, float*, float*);
 template void attention_backward_cpu<double>(const AttentionArgs&, const double*, const double*,
                                              const double*, const double*, const double*,
                                              const double*, double*, double*, double*);

@@ -28,12 +28,10 @@ void dropout_backward_cpu(const T* grad_y, T* grad_x, int64_t n, float p, uint64
   masked_scale(grad_y, grad_x, n, p, seed, offset);
 }
 
-template void dropout_forward_cpu<float>(const float*, float*, int64_t, float, uint64_t,
-                                         uint64_t);
+template void dropout_forward_cpu<float>(const float*, float*, int64_t, float, uint64_t, uint64_t);
 template void dropout_forward_cpu<double>(const double*, double*, int64_t, float, uint64_t,
                                           uint64_t);
-template void dropout_backward_cpu<float>(const float*, float*, int64_t, float, uint64_t,
-                                          uint64_t);
+template void dropout_backward_cpu<float>(const float*, float*, int64_t, float, uint64_t, uint64_t);
 template void dropout_backward_cpu<double>(const double*, double*, int64_t, float, uint64_t,
                                            uint64_t);
 

@@ -31,8 +31,8 @@ int64_t embedding_first_invalid_cpu(const int32_t* ids, int64_t n, int64_t vocab
 
 // pe may be null (no positions); otherwise it is [seq_len, dim].
 template <class T>
-void embedding_forward_cpu(const int32_t* ids, const T* weight, T* out, int64_t rows,
-                           int64_t dim, double scale, const T* pe, int64_t seq_len);
+void embedding_forward_cpu(const int32_t* ids, const T* weight, T* out, int64_t rows, int64_t dim,
+                           double scale, const T* pe, int64_t seq_len);
 
 template <class T>
 void embedding_backward_cpu(const int32_t* ids, const T* grad_out, T* grad_weight, int64_t rows,

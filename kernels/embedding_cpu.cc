@@ -12,8 +12,8 @@ int64_t embedding_first_invalid_cpu(const int32_t* ids, int64_t n, int64_t vocab
 }
 
 template <class T>
-void embedding_forward_cpu(const int32_t* ids, const T* weight, T* out, int64_t rows,
-                           int64_t dim, double scale, const T* pe, int64_t seq_len) {
+void embedding_forward_cpu(const int32_t* ids, const T* weight, T* out, int64_t rows, int64_t dim,
+                           double scale, const T* pe, int64_t seq_len) {
 #pragma omp parallel for schedule(static) if (rows * dim > (1 << 15))
   for (int64_t r = 0; r < rows; ++r) {
     const T* w = weight + static_cast<int64_t>(ids[r]) * dim;
@@ -53,12 +53,12 @@ void sinusoidal_positions_cpu(T* out, int64_t length, int64_t dim, int64_t offse
       out[p * dim + c] = static_cast<T>(sinusoidal_position_value(offset + p, c, dim));
 }
 
-template void embedding_forward_cpu<float>(const int32_t*, const float*, float*, int64_t,
-                                           int64_t, double, const float*, int64_t);
+template void embedding_forward_cpu<float>(const int32_t*, const float*, float*, int64_t, int64_t,
+                                           double, const float*, int64_t);
 template void embedding_forward_cpu<double>(const int32_t*, const double*, double*, int64_t,
                                             int64_t, double, const double*, int64_t);
-template void embedding_backward_cpu<float>(const int32_t*, const float*, float*, int64_t,
-                                            int64_t, double);
+template void embedding_backward_cpu<float>(const int32_t*, const float*, float*, int64_t, int64_t,
+                                            double);
 template void embedding_backward_cpu<double>(const int32_t*, const double*, double*, int64_t,
                                              int64_t, double);
 template void sinusoidal_positions_cpu<float>(float*, int64_t, int64_t, int64_t);

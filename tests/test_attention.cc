@@ -29,9 +29,7 @@ testing::GradCheckCase attention_case(const std::string& name, Shape q_shape, Sh
   c.name = "attention/" + name;
   c.op = OpId::attention;
   c.inputs = [=](Generator& gen) {
-    Tensor len = lengths.empty()
-                     ? Tensor()
-                     : ints(lengths, {static_cast<int64_t>(lengths.size())});
+    Tensor len = lengths.empty() ? Tensor() : ints(lengths, {static_cast<int64_t>(lengths.size())});
     return std::vector<Tensor>{randn(q_shape, gen), randn(kv_shape, gen), randn(kv_shape, gen),
                                len};
   };
@@ -82,7 +80,9 @@ std::vector<double> reference_attention(const Tensor& q, const Tensor& k, const 
 
 ATTN_GRADCHECK_CASES({
     {"dropout/p=0.3 training", OpId::dropout,
-     [](Generator& gen) { return std::vector<Tensor>{randn({4, 7}, gen)}; },
+     [](Generator& gen) {
+       return std::vector<Tensor>{randn({4, 7}, gen)};
+     },
      [](const std::vector<Tensor>& in) {
        Generator gen(1234);
        return dropout(in[0], 0.3, true, gen);
@@ -108,8 +108,7 @@ ATTN_GRADCHECK_CASES({
     attention_case("causal with key padding", {2, 1, 3, 4}, {2, 1, 3, 4}, {3, 2}, true),
     attention_case("cross Tq != Tk", {2, 1, 2, 3}, {2, 1, 5, 3}),
     attention_case("causal Tq < Tk, odd D = 5", {1, 2, 2, 5}, {1, 2, 4, 5}, {}, true),
-    attention_case("causal Tq > Tk (first rows see no key)", {1, 1, 4, 3}, {1, 1, 2, 3}, {},
-                   true),
+    attention_case("causal Tq > Tk (first rows see no key)", {1, 1, 4, 3}, {1, 1, 2, 3}, {}, true),
     attention_case("Tq = 1 with key padding", {2, 2, 1, 4}, {2, 2, 3, 4}, {3, 2}),
     attention_case("dropout 0.2", {1, 2, 3, 4}, {1, 2, 4, 4}, {}, false, 0.2),
     attention_case("dropout 0.2, causal with padding", {2, 1, 3, 3}, {2, 1, 3, 3}, {2, 3}, true,
@@ -136,8 +135,7 @@ TEST_CASE("attention: key padding, D = 2, weights 1/3 and 2/3", "[attention]") {
   Tensor q = Tensor::from_vector({a, 0.0, a, 0.0}, {2, 1, 1, 2}, kF64);
   // k for entry 1, key 2: dot q.k / sqrt(2) = ln 3.
   const double c = std::log(3.0) / std::log(2.0);
-  Tensor k = Tensor::from_vector({0, 0, 1, 0, 100, 0, 0, 0, 1, 0, c, 0},
-                                 {2, 1, 3, 2}, kF64);
+  Tensor k = Tensor::from_vector({0, 0, 1, 0, 100, 0, 0, 0, 1, 0, c, 0}, {2, 1, 3, 2}, kF64);
   Tensor v = Tensor::from_vector({3, 0, 0, 6, 1000, 1000, 3, 0, 0, 6, 7, 7}, {2, 1, 3, 2}, kF64);
   const auto out = attention(q, k, v, ints({2, 3}, {2})).to_double_vector();
   CHECK(out[0] == Approx(1.0).epsilon(1e-12));
@@ -242,8 +240,8 @@ TEST_CASE("attention: f32 and f64 gradients agree", "[attention]") {
     Generator gen(17);
     Tensor out = attention(q, k, v, ints({7, 3}, {2}), true, 0.25, &gen);
     out.backward(g64.to(dt));
-    results[r] = {out.to_double_vector(), q.grad().to_double_vector(),
-                  k.grad().to_double_vector(), v.grad().to_double_vector()};
+    results[r] = {out.to_double_vector(), q.grad().to_double_vector(), k.grad().to_double_vector(),
+                  v.grad().to_double_vector()};
   }
   for (size_t t = 0; t < 4; ++t)
     for (size_t e = 0; e < results[0][t].size(); ++e)
@@ -275,9 +273,9 @@ TEST_CASE("attention: errors name the op and the shapes", "[attention]") {
                       Contains("attention") && Contains("[B, H, T, D]"));
   REQUIRE_THROWS_WITH(attention(q, k, k, ints({5, 5, 5}, {3})),
                       Contains("attention") && Contains("key_lengths") && Contains("[3]"));
-  REQUIRE_THROWS_WITH(attention(q, k, k, ints({5, 6}, {2})),
-                      Contains("attention") && Contains("key_lengths[1] = 6") &&
-                          Contains("[0, 5]"));
+  REQUIRE_THROWS_WITH(attention(q, k, k, ints({5, 6}, {2})), Contains("attention") &&
+                                                                 Contains("key_lengths[1] = 6") &&
+                                                                 Contains("[0, 5]"));
   REQUIRE_THROWS_WITH(attention(q, k, k, ints({-1, 2}, {2})),
                       Contains("attention") && Contains("key_lengths[0] = -1"));
   REQUIRE_THROWS_WITH(attention(q, k, k, Tensor::zeros({2})),
@@ -306,7 +304,8 @@ TEST_CASE("sinusoidal_positions: the paper's formula", "[embedding]") {
   const auto shifted = sinusoidal_positions(4, d, 56, kF64).to_double_vector();
   for (int64_t e = 0; e < 4 * d; ++e) CHECK(shifted[e] == t[56 * d + e]);
   const auto f32 = sinusoidal_positions(60, d).to_double_vector();
-  for (size_t e = 0; e < t.size(); ++e) CHECK(f32[e] == static_cast<double>(static_cast<float>(t[e])));
+  for (size_t e = 0; e < t.size(); ++e)
+    CHECK(f32[e] == static_cast<double>(static_cast<float>(t[e])));
   REQUIRE_THROWS_WITH(sinusoidal_positions(3, 0), Contains("sinusoidal_positions"));
 }
 
@@ -332,10 +331,9 @@ TEST_CASE("embedding: rows are weight rows times scale, plus positions", "[embed
     const auto pe = sinusoidal_positions(8, 6, 0, kF64).to_double_vector();
     for (int64_t r = 0; r < 6; ++r)
       for (int64_t c = 0; c < 6; ++c)
-        CHECK(ov[r * 6 + c] ==
-              Approx(wv[idv[r] * 6 + c] * scale + pe[(5 + r % 3) * 6 + c])
-                  .epsilon(1e-6)
-                  .margin(1e-6));
+        CHECK(ov[r * 6 + c] == Approx(wv[idv[r] * 6 + c] * scale + pe[(5 + r % 3) * 6 + c])
+                                   .epsilon(1e-6)
+                                   .margin(1e-6));
   }
 }
 
@@ -371,9 +369,9 @@ TEST_CASE("embedding: large backward is deterministic and exact", "[embedding]")
 
 TEST_CASE("embedding: errors", "[embedding]") {
   Tensor w = Tensor::zeros({5, 4});
-  REQUIRE_THROWS_WITH(embedding(ints({0, 1, 2, 7}, {2, 2}), w),
-                      Contains("embedding") && Contains("id 7") && Contains("[1, 1]") &&
-                          Contains("[0, 5)"));
+  REQUIRE_THROWS_WITH(
+      embedding(ints({0, 1, 2, 7}, {2, 2}), w),
+      Contains("embedding") && Contains("id 7") && Contains("[1, 1]") && Contains("[0, 5)"));
   REQUIRE_THROWS_WITH(embedding(ints({-1}, {1}), w),
                       Contains("embedding") && Contains("id -1") && Contains("[0]"));
   REQUIRE_THROWS_WITH(embedding(Tensor::zeros({2}), w),

@@ -14,7 +14,9 @@ using autograd::OpId;
 using autograd::record_fn;
 
 namespace {
-Tensor saved(const Tensor& t) { return t.defined() ? t.detach() : t; }
+Tensor saved(const Tensor& t) {
+  return t.defined() ? t.detach() : t;
+}
 }  // namespace
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {

@@ -13,7 +13,9 @@ namespace {
 
 constexpr const char* kOp = "attention";
 
-DType lse_dtype(DType t) { return t == kF64 ? kF64 : kF32; }
+DType lse_dtype(DType t) {
+  return t == kF64 ? kF64 : kF32;
+}
 
 void check_key_length_values(const Tensor& key_lengths, int64_t k_len, const Tensor& k) {
   if (!key_lengths.defined()) return;
@@ -83,8 +85,8 @@ AttentionResult attention_forward(const Tensor& q, const Tensor& k, const Tensor
       [&](auto t) {
         using T = typename decltype(t)::type;
         using A = kernels::attention_acc_t<T>;
-        kernels::attention_forward_cpu<T>(a, q.data<T>(), k.data<T>(), v.data<T>(),
-                                          r.out.data<T>(), r.lse.data<A>());
+        kernels::attention_forward_cpu<T>(a, q.data<T>(), k.data<T>(), v.data<T>(), r.out.data<T>(),
+                                          r.lse.data<A>());
       },
       kNoCuda);
   return r;
@@ -113,9 +115,9 @@ AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const
       [&](auto t) {
         using T = typename decltype(t)::type;
         using A = kernels::attention_acc_t<T>;
-        kernels::attention_backward_cpu<T>(a, q.data<T>(), k.data<T>(), v.data<T>(),
-                                           out.data<T>(), lse.data<A>(), grad_out.data<T>(),
-                                           g.q.data<T>(), g.k.data<T>(), g.v.data<T>());
+        kernels::attention_backward_cpu<T>(a, q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
+                                           lse.data<A>(), grad_out.data<T>(), g.q.data<T>(),
+                                           g.k.data<T>(), g.v.data<T>());
       },
       kNoCuda);
   return g;

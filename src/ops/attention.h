@@ -10,9 +10,9 @@
 namespace attn::ops {
 
 struct AttentionOptions {
-  Tensor key_lengths;  // i32 [B] with values in [0, Tk], or undefined (all keys)
-  bool causal = false;  // query i sees keys j <= i + (Tk - Tq)
-  double dropout_p = 0.0;  // in [0, 1): probability of dropping an attention probability
+  Tensor key_lengths;             // i32 [B] with values in [0, Tk], or undefined (all keys)
+  bool causal = false;            // query i sees keys j <= i + (Tk - Tq)
+  double dropout_p = 0.0;         // in [0, 1): probability of dropping an attention probability
   uint64_t seed = 0, offset = 0;  // Philox stream of the dropout mask
 };
 

@@ -23,11 +23,9 @@ Tensor masked_scale(const char* op, const Tensor& x, double p, uint64_t seed, ui
       [&](auto t) {
         using T = typename decltype(t)::type;
         if (backward) {
-          kernels::dropout_backward_cpu<T>(x.data<T>(), out.data<T>(), x.numel(), pf, seed,
-                                           offset);
+          kernels::dropout_backward_cpu<T>(x.data<T>(), out.data<T>(), x.numel(), pf, seed, offset);
         } else {
-          kernels::dropout_forward_cpu<T>(x.data<T>(), out.data<T>(), x.numel(), pf, seed,
-                                          offset);
+          kernels::dropout_forward_cpu<T>(x.data<T>(), out.data<T>(), x.numel(), pf, seed, offset);
         }
       },
       kNoCuda);

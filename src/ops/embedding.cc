@@ -30,8 +30,8 @@ void check_ids(const char* op, const Tensor& ids, int64_t vocab) {
 
 }  // namespace
 
-Tensor embedding_forward(const Tensor& ids, const Tensor& weight, double scale,
-                         bool add_positions, int64_t position_offset) {
+Tensor embedding_forward(const Tensor& ids, const Tensor& weight, double scale, bool add_positions,
+                         int64_t position_offset) {
   const char* op = "embedding";
   check_dtype(op, "ids", ids, kI32);
   check_float(op, "weight", weight);
@@ -61,8 +61,7 @@ Tensor embedding_forward(const Tensor& ids, const Tensor& weight, double scale,
   return out;
 }
 
-Tensor embedding_backward(const Tensor& ids, const Tensor& grad_out, int64_t vocab,
-                          double scale) {
+Tensor embedding_backward(const Tensor& ids, const Tensor& grad_out, int64_t vocab, double scale) {
   const char* op = "embedding_backward";
   check_dtype(op, "ids", ids, kI32);
   check_float(op, "grad_out", grad_out);
