@@ -7,10 +7,12 @@
 // thread's current device, so a kernel launched on the returned stream runs on device i.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 #include "core/cuda_backend.h"
 #include "core/cuda_check.h"
@@ -24,15 +26,20 @@ constexpr int kMaxDevices = 64;
 std::once_flag g_stream_once[kMaxDevices];
 cudaStream_t g_streams[kMaxDevices] = {};
 
-// Makes `index` current for the guard's lifetime. Restoring ignores errors: it runs in
-// destructors, possibly during process teardown.
+// Makes `index` current for the guard's lifetime. The non-throwing form is for destructors,
+// which may run during process teardown; restoring never throws.
 class DeviceGuard {
  public:
-  explicit DeviceGuard(int index) {
-    CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != index) {
-      CUDA_CHECK(cudaSetDevice(index));
-      changed_ = true;
+  explicit DeviceGuard(int index, bool may_throw = true) {
+    cudaError_t err = cudaGetDevice(&prev_);
+    if (err == cudaSuccess && prev_ != index) {
+      err = cudaSetDevice(index);
+      changed_ = err == cudaSuccess;
+    }
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      if (may_throw)
+        detail::throw_cuda_error(err, "cudaGetDevice/cudaSetDevice", __FILE__, __LINE__);
     }
   }
   ~DeviceGuard() {
@@ -85,7 +92,7 @@ class SimpleCudaAllocator final : public Allocator {
   void deallocate(void* ptr, size_t bytes) override {
     if (!ptr) return;
     {
-      DeviceGuard guard(index_);
+      DeviceGuard guard(index_, /*may_throw=*/false);
       const cudaError_t err = cudaFree(ptr);
       // During process teardown the runtime may already be gone; the memory goes with it.
       if (err != cudaSuccess && err != cudaErrorCudartUnloading) {

@@ -14,7 +14,7 @@ namespace attn::cuda {
 int device_count();
 // Throws with a clear message when device `index` cannot be used.
 void require_device(int index);
-// The stream attn's work on `index` is ordered on.
+// The stream attn's work on `index` is ordered on; also makes `index` the current device.
 cudaStream_t stream(int index);
 void synchronize(int index);
 
