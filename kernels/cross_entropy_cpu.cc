@@ -102,8 +102,7 @@ void cross_entropy_backward_cpu(const T* grad_loss, const T* logits, const int32
     for (int64_t j = 0; j < vocab; ++j)
       dr[j] = static_cast<T>(g * (std::exp(static_cast<double>(xr[j]) - l) - uniform));
     // The target's extra (1 - eps) is applied here rather than by a branch in the loop.
-    dr[t] = static_cast<T>(
-        g * (std::exp(static_cast<double>(xr[t]) - l) - uniform - (1.0 - eps)));
+    dr[t] = static_cast<T>(g * (std::exp(static_cast<double>(xr[t]) - l) - uniform - (1.0 - eps)));
   }
 }
 

@@ -108,10 +108,10 @@ void layer_norm_backward_cpu(const T* dy, const T* x, const T* residual, const T
   }
 }
 
-#define ATTN_LAYER_NORM_INSTANTIATE(T)                                                      \
-  template void layer_norm_forward_cpu<T>(const T*, const T*, const T*, const T*, double,    \
-                                          int64_t, int64_t, T*, T*, T*);                     \
-  template void layer_norm_backward_cpu<T>(const T*, const T*, const T*, const T*, const T*, \
+#define ATTN_LAYER_NORM_INSTANTIATE(T)                                                             \
+  template void layer_norm_forward_cpu<T>(const T*, const T*, const T*, const T*, double, int64_t, \
+                                          int64_t, T*, T*, T*);                                    \
+  template void layer_norm_backward_cpu<T>(const T*, const T*, const T*, const T*, const T*,       \
                                            const T*, int64_t, int64_t, T*, T*, T*);
 ATTN_LAYER_NORM_INSTANTIATE(float)
 ATTN_LAYER_NORM_INSTANTIATE(double)

@@ -47,7 +47,6 @@ void softmax_backward_cpu(const T* y, const T* dy, T* dx, int64_t rows, int64_t 
 template void softmax_forward_cpu<float>(const float*, float*, int64_t, int64_t);
 template void softmax_forward_cpu<double>(const double*, double*, int64_t, int64_t);
 template void softmax_backward_cpu<float>(const float*, const float*, float*, int64_t, int64_t);
-template void softmax_backward_cpu<double>(const double*, const double*, double*, int64_t,
-                                           int64_t);
+template void softmax_backward_cpu<double>(const double*, const double*, double*, int64_t, int64_t);
 
 }  // namespace attn::kernels

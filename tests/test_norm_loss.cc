@@ -108,9 +108,9 @@ TEST_CASE("layer_norm forward matches the formula on known rows", "[norm]") {
   const double eps = 1e-5;
   const double r0 = 1.0 / std::sqrt(1.25 + eps), r1 = 1.0 / std::sqrt(0.5 + eps);
   const std::vector<double> gamma = {1, 2, 0.5, -1}, beta = {0, 1, 0, 0.5};
-  const std::vector<double> expected = {
-      -1.5 * r0 * 1 + 0, -0.5 * r0 * 2 + 1, 0.5 * r0 * 0.5 + 0, 1.5 * r0 * -1 + 0.5,
-      -1.0 * r1 * 1 + 0, 0.0 * r1 * 2 + 1,  0.0 * r1 * 0.5 + 0, 1.0 * r1 * -1 + 0.5};
+  const std::vector<double> expected = {-1.5 * r0 * 1 + 0,   -0.5 * r0 * 2 + 1,  0.5 * r0 * 0.5 + 0,
+                                        1.5 * r0 * -1 + 0.5, -1.0 * r1 * 1 + 0,  0.0 * r1 * 2 + 1,
+                                        0.0 * r1 * 0.5 + 0,  1.0 * r1 * -1 + 0.5};
   for (DType dt : {kF64, kF32}) {
     const double tol = dt == kF64 ? 1e-12 : 1e-6;
     Tensor x = Tensor::from_vector({1, 2, 3, 4, -1, 0, 0, 1}, {2, 4}, dt);
@@ -201,8 +201,7 @@ TEST_CASE("softmax of known rows", "[softmax]") {
     require_values(softmax(x), {e / s3, e * e / s3, e * e * e / s3, 1 / s2, e / s2, 1 / e / s2},
                    tol);
     // A masked (-inf) entry gets exactly zero; a last dimension of 1 gives 1.
-    require_values(softmax(Tensor::from_vector({0, -INFINITY, 0}, {1, 3}, dt)), {0.5, 0, 0.5},
-                   tol);
+    require_values(softmax(Tensor::from_vector({0, -INFINITY, 0}, {1, 3}, dt)), {0.5, 0, 0.5}, tol);
     require_values(softmax(Tensor::from_vector({-3, 7}, {2, 1}, dt)), {1, 1}, tol);
   }
 }
@@ -218,9 +217,9 @@ TEST_CASE("softmax backward of a known row", "[softmax]") {
 TEST_CASE("cross_entropy with label smoothing over a known vocabulary", "[loss]") {
   // V = 4, eps = 0.1: per row loss = 0.9 * (lse - x[y]) + (0.1 / 4) * sum_j (lse - x[j]).
   const double eps = 0.1;
-  const std::vector<double> logits = {1, 2, 3, 4,     // target 2: argmax 3, wrong
-                                      0.5, -1, 2, 0,  // ignored
-                                      3, 1, 0, 0};    // target 0: argmax 0, correct
+  const std::vector<double> logits = {1,   2,  3, 4,   // target 2: argmax 3, wrong
+                                      0.5, -1, 2, 0,   // ignored
+                                      3,   1,  0, 0};  // target 0: argmax 0, correct
   const double lse0 = std::log(std::exp(1) + std::exp(2) + std::exp(3) + std::exp(4));
   const double lse2 = std::log(std::exp(3) + std::exp(1) + 2 * std::exp(0));
   const double nll0 = lse0 - 3, nll2 = lse2 - 3;
@@ -260,14 +259,15 @@ TEST_CASE("cross_entropy with label smoothing over a known vocabulary", "[loss]"
 TEST_CASE("cross_entropy counts tokens and correct argmaxes around ignored rows", "[loss]") {
   // ignore_index 0 is a padding id inside the vocabulary. Row 1 ties at classes 0 and 1: the
   // first maximum (0) is the argmax, so target 1 is not correct.
-  Tensor x = Tensor::from_vector({0, 0, 5,    // target 2: correct
-                                  2, 2, 1,    // target 1: tie, wrong
-                                  9, 0, 0,    // target 0: ignored although its argmax is 0
-                                  1, 4, 1},   // target 1: correct
+  Tensor x = Tensor::from_vector({0, 0, 5,   // target 2: correct
+                                  2, 2, 1,   // target 1: tie, wrong
+                                  9, 0, 0,   // target 0: ignored although its argmax is 0
+                                  1, 4, 1},  // target 1: correct
                                  {2, 2, 3}, kF64);
   Tensor t = Tensor::from_ints({2, 1, 0, 1}, {2, 2});
   CrossEntropyResult r = cross_entropy(x, t, 0.0, 0);
-  const double nll = (std::log(2 + std::exp(5)) - 5) + (std::log(2 * std::exp(2) + std::exp(1)) - 2) +
+  const double nll = (std::log(2 + std::exp(5)) - 5) +
+                     (std::log(2 * std::exp(2) + std::exp(1)) - 2) +
                      (std::log(std::exp(1) * 2 + std::exp(4)) - 4);
   CHECK(r.ntokens.item() == 3);
   CHECK(r.ncorrect.item() == 2);
@@ -291,9 +291,9 @@ TEST_CASE("cross_entropy of a fully ignored batch is zero with a zero gradient",
 TEST_CASE("norm and loss errors name the op and the shapes", "[norm][loss][softmax]") {
   Tensor x = Tensor::zeros({2, 4}, kF32);
   Tensor g4 = Tensor::ones({4}, kF32), b4 = Tensor::zeros({4}, kF32);
-  REQUIRE_THROWS_WITH(layer_norm(x, Tensor::ones({3}, kF32), b4),
-                      Contains("layer_norm") && Contains("gamma") && Contains("[3]") &&
-                          Contains("[2, 4]"));
+  REQUIRE_THROWS_WITH(
+      layer_norm(x, Tensor::ones({3}, kF32), b4),
+      Contains("layer_norm") && Contains("gamma") && Contains("[3]") && Contains("[2, 4]"));
   REQUIRE_THROWS_WITH(layer_norm(x, g4, Tensor::zeros({1, 4}, kF32)),
                       Contains("layer_norm") && Contains("beta") && Contains("[1, 4]"));
   REQUIRE_THROWS_WITH(layer_norm(x, g4, b4, 1e-5, Tensor::zeros({4, 2}, kF32)),
@@ -354,7 +354,8 @@ TEST_CASE("f32 and f64 forward and backward agree", "[norm][loss][softmax]") {
     const int64_t rows = 200, vocab = 257;
     auto [x32, x64] = f32_f64_pair({rows, vocab}, gen);
     std::vector<int32_t> tv(rows);
-    for (int64_t i = 0; i < rows; ++i) tv[i] = i % 7 == 0 ? 1 : static_cast<int32_t>((i * 31) % vocab);
+    for (int64_t i = 0; i < rows; ++i)
+      tv[i] = i % 7 == 0 ? 1 : static_cast<int32_t>((i * 31) % vocab);
     Tensor t = Tensor::from_ints(tv, {rows});
     ops::CrossEntropyForward f32 = ops::cross_entropy_forward(x32, t, 0.1, 1);
     ops::CrossEntropyForward f64 = ops::cross_entropy_forward(x64, t, 0.1, 1);

@@ -17,8 +17,8 @@ int64_t check_inputs(const char* op, const Tensor& logits, const Tensor& targets
              ": logits need a non-empty class dimension, got shape ", logits.shape());
   const Shape rows_shape(logits.shape().begin(), logits.shape().end() - 1);
   ATTN_CHECK(targets.shape() == rows_shape, op, ": targets have shape ", targets.shape(),
-             " but logits have shape ", logits.shape(), " (expected targets of shape ",
-             rows_shape, ")");
+             " but logits have shape ", logits.shape(), " (expected targets of shape ", rows_shape,
+             ")");
   ATTN_CHECK(targets.device() == logits.device(), op, ": targets are on ", targets.device(),
              " but logits are on ", logits.device());
   ATTN_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, op,
@@ -56,9 +56,8 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
   return out;
 }
 
-Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits,
-                              const Tensor& targets, const Tensor& lse, double label_smoothing,
-                              int32_t ignore_index) {
+Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& targets,
+                              const Tensor& lse, double label_smoothing, int32_t ignore_index) {
   const char* op = "cross_entropy_backward";
   const int64_t vocab = check_inputs(op, logits, targets, label_smoothing);
   const int64_t rows = targets.numel();
@@ -73,9 +72,9 @@ Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits,
       op, logits,
       [&](auto t) {
         using T = typename decltype(t)::type;
-        kernels::cross_entropy_backward_cpu<T>(
-            grad_loss.data<T>(), logits.data<T>(), targets.data<int32_t>(), lse.data<T>(), rows,
-            vocab, label_smoothing, ignore_index, dlogits.data<T>());
+        kernels::cross_entropy_backward_cpu<T>(grad_loss.data<T>(), logits.data<T>(),
+                                               targets.data<int32_t>(), lse.data<T>(), rows, vocab,
+                                               label_smoothing, ignore_index, dlogits.data<T>());
       },
       kNoCuda);
   return dlogits;

@@ -23,8 +23,7 @@ CrossEntropyForward cross_entropy_forward(const Tensor& logits, const Tensor& ta
 
 // dlogits = grad_loss * (softmax(logits) - q) on counted rows, 0 on ignored ones; grad_loss
 // is the one-element gradient of the summed loss, lse the forward's.
-Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits,
-                              const Tensor& targets, const Tensor& lse, double label_smoothing,
-                              int32_t ignore_index);
+Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& targets,
+                              const Tensor& lse, double label_smoothing, int32_t ignore_index);
 
 }  // namespace attn::ops

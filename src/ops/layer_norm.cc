@@ -11,7 +11,9 @@ namespace attn::ops {
 namespace {
 
 // Shape of the per-row statistics: x's shape without the normalised dimension.
-Shape row_shape(const Tensor& x) { return Shape(x.shape().begin(), x.shape().end() - 1); }
+Shape row_shape(const Tensor& x) {
+  return Shape(x.shape().begin(), x.shape().end() - 1);
+}
 
 void check_inputs(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
                   const Tensor& residual) {
@@ -50,10 +52,10 @@ LayerNormOutput layer_norm_forward(const Tensor& x, const Tensor& gamma, const T
       op, x,
       [&](auto t) {
         using T = typename decltype(t)::type;
-        kernels::layer_norm_forward_cpu<T>(
-            x.data<T>(), residual.defined() ? residual.data<T>() : nullptr, gamma.data<T>(),
-            beta.data<T>(), eps, rows, cols, out.y.data<T>(), out.mean.data<T>(),
-            out.rstd.data<T>());
+        kernels::layer_norm_forward_cpu<T>(x.data<T>(),
+                                           residual.defined() ? residual.data<T>() : nullptr,
+                                           gamma.data<T>(), beta.data<T>(), eps, rows, cols,
+                                           out.y.data<T>(), out.mean.data<T>(), out.rstd.data<T>());
       },
       kNoCuda);
   return out;
@@ -65,8 +67,8 @@ LayerNormGrads layer_norm_backward(const Tensor& dy, const Tensor& x, const Tens
   check_float(op, "x", x);
   check_same_shape(op, "dy", dy, "x", x);
   check_like(op, "x", x, "dy", dy);
-  ATTN_CHECK(x.dim() >= 1 && x.size(-1) > 0, op,
-             ": x needs a non-empty last dimension, got shape ", x.shape());
+  ATTN_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, ": x needs a non-empty last dimension, got shape ",
+             x.shape());
   const int64_t cols = x.size(-1);
   const int64_t rows = x.numel() / cols;
   check_defined(op, "gamma", gamma);

@@ -18,7 +18,7 @@ LayerNormOutput layer_norm_forward(const Tensor& x, const Tensor& gamma, const T
                                    double eps, const Tensor& residual = {});
 
 struct LayerNormGrads {
-  Tensor dx;      // also the gradient for residual
+  Tensor dx;  // also the gradient for residual
   Tensor dgamma;
   Tensor dbeta;
 };
