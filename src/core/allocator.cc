@@ -21,35 +21,22 @@ class CpuAllocator final : public Allocator {
     void* p = std::aligned_alloc(kCpuAlignment, rounded);
     if (!p) {
       throw OutOfMemoryError(detail::str_cat("out of host memory: asked for ", bytes,
-                                             " bytes with ", stats_.current_bytes,
-                                             " bytes in use (peak ", stats_.peak_bytes, ")"));
+                                             " bytes with ", stats().current_bytes,
+                                             " bytes in use (peak ", stats().peak_bytes, ")"));
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.current_bytes += static_cast<int64_t>(bytes);
-    stats_.reserved_bytes = stats_.current_bytes;
-    stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
-    stats_.num_allocs++;
+    tracker_.on_allocate(bytes);
     return p;
   }
   void deallocate(void* ptr, size_t bytes) override {
     if (!ptr) return;
     std::free(ptr);
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.current_bytes -= static_cast<int64_t>(bytes);
-    stats_.reserved_bytes = stats_.current_bytes;
+    tracker_.on_deallocate(bytes);
   }
-  AllocatorStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.peak_bytes = stats_.current_bytes;
-  }
+  AllocatorStats stats() const override { return tracker_.snapshot(); }
+  void reset_peak() override { tracker_.reset_peak(); }
 
  private:
-  mutable std::mutex mu_;
-  AllocatorStats stats_;
+  StatsTracker tracker_;
 };
 
 #ifdef ATTN_WITH_CUDA
@@ -65,6 +52,30 @@ std::map<int, std::unique_ptr<Allocator>>& cuda_allocators() {
 }
 
 }  // namespace
+
+void StatsTracker::on_allocate(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.current_bytes += static_cast<int64_t>(bytes);
+  stats_.reserved_bytes = stats_.current_bytes;
+  stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
+  stats_.num_allocs++;
+}
+
+void StatsTracker::on_deallocate(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.current_bytes -= static_cast<int64_t>(bytes);
+  stats_.reserved_bytes = stats_.current_bytes;
+}
+
+AllocatorStats StatsTracker::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void StatsTracker::reset_peak() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.peak_bytes = stats_.current_bytes;
+}
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) {

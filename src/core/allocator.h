@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 
 #include "core/device.h"
 
@@ -15,6 +16,19 @@ struct AllocatorStats {
   int64_t peak_bytes = 0;      // maximum of current_bytes
   int64_t reserved_bytes = 0;  // obtained from the system (>= current for caching allocators)
   int64_t num_allocs = 0;      // calls to allocate()
+};
+
+// Thread-safe bookkeeping for allocators that hand out exactly what they obtain.
+class StatsTracker {
+ public:
+  void on_allocate(size_t bytes);
+  void on_deallocate(size_t bytes);
+  AllocatorStats snapshot() const;
+  void reset_peak();
+
+ private:
+  mutable std::mutex mu_;
+  AllocatorStats stats_;
 };
 
 class Allocator {

@@ -79,11 +79,7 @@ class SimpleCudaAllocator final : public Allocator {
       throw OutOfMemoryError(oom_message(bytes));
     }
     CUDA_CHECK(err);
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.current_bytes += static_cast<int64_t>(bytes);
-    stats_.reserved_bytes = stats_.current_bytes;
-    stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.current_bytes);
-    stats_.num_allocs++;
+    tracker_.on_allocate(bytes);
     return p;
   }
 
@@ -104,20 +100,11 @@ class SimpleCudaAllocator final : public Allocator {
         }
       }
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.current_bytes -= static_cast<int64_t>(bytes);
-    stats_.reserved_bytes = stats_.current_bytes;
+    tracker_.on_deallocate(bytes);
   }
 
-  AllocatorStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.peak_bytes = stats_.current_bytes;
-  }
+  AllocatorStats stats() const override { return tracker_.snapshot(); }
+  void reset_peak() override { tracker_.reset_peak(); }
 
  private:
   std::string oom_message(size_t bytes) const {
@@ -140,8 +127,7 @@ class SimpleCudaAllocator final : public Allocator {
   }
 
   const int index_;
-  mutable std::mutex mu_;
-  AllocatorStats stats_;
+  StatsTracker tracker_;
 };
 
 }  // namespace
