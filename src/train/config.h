@@ -1,0 +1,96 @@
+// The run configuration: YAML (sections model, data, train, decode) into typed structs.
+// Every key is listed once in visit_fields(); parsing, --set overrides, validation messages and
+// the resolved-config dump all go through that list, so a key cannot exist in one and not the
+// others. Unknown keys are errors that suggest the nearest known key; type and range errors
+// name the key path (and the file and line when the value came from a file).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace attn::train {
+
+struct ModelSection {
+  int64_t d_model = 512;
+  int64_t heads = 8;
+  int64_t d_ff = 2048;
+  int64_t encoder_layers = 6;
+  int64_t decoder_layers = 6;
+  double dropout = 0.1;
+  double attention_dropout = 0.0;
+  double relu_dropout = 0.0;
+  bool pre_norm = false;
+  bool share_embeddings = true;
+};
+
+struct DataSection {
+  // Parallel text, one sentence per line. Ignored when `synthetic` is set.
+  std::string train_src, train_tgt, valid_src, valid_tgt;
+  // A built-in task instead of files: "" (off), "copy" or "reverse".
+  std::string synthetic;
+  int64_t synthetic_train_size = 10000;
+  int64_t synthetic_valid_size = 200;
+  int64_t synthetic_vocab = 32;  // ids 0..3 are pad/unk/bos/eos
+  int64_t synthetic_min_len = 2;
+  int64_t synthetic_max_len = 12;
+  // Joint SentencePiece model: trained from the training text when the file is missing.
+  // Empty: <train.output_dir>/spm.model.
+  std::string spm_model;
+  int64_t vocab_size = 8000;
+  std::string spm_type = "bpe";
+  int64_t max_tokens = 25000;  // per batch, padding included (per GPU)
+  int64_t max_len = 256;       // longer pairs are skipped
+};
+
+struct TrainSection {
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  std::string output_dir = "runs/default";
+  int64_t max_steps = 100000;
+  int64_t max_epochs = 0;  // 0: no limit
+  uint64_t seed = 1;
+  int64_t log_every = 100;
+  int64_t valid_every = 1000;
+  int64_t save_every = 1000;
+  int64_t keep_last = 5;
+  double label_smoothing = 0.1;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.98;
+  double adam_eps = 1e-9;
+  double weight_decay = 0.0;
+  std::string lr_schedule = "noam";  // noam | inverse_sqrt | constant
+  double lr_factor = 1.0;            // noam multiplier
+  double lr = 5e-4;                  // peak (inverse_sqrt, constant)
+  int64_t warmup_steps = 4000;
+  double clip_norm = 0.0;  // 0: no clipping
+  int64_t update_freq = 1;  // gradient accumulation
+};
+
+struct DecodeSection {
+  int64_t beam = 4;
+  double alpha = 0.6;
+  double max_len_a = 1.0;
+  int64_t max_len_b = 50;
+};
+
+struct Config {
+  ModelSection model;
+  DataSection data;
+  TrainSection train;
+  DecodeSection decode;
+};
+
+// Reads `path` (YAML), applies overrides ("a.b=value", YAML scalar syntax), validates.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same from YAML text; `source` names it in messages.
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+void apply_override(Config& config, const std::string& assignment);
+// Throws attn::Error naming the key of the first invalid value.
+void validate(const Config& config);
+// The full resolved configuration as YAML (every key, defaults included).
+std::string to_yaml(const Config& config);
+// Every key path ("model.d_model", ...), in order.
+std::vector<std::string> config_keys();
+
+}  // namespace attn::train
