@@ -7,6 +7,8 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "train/config.h"
+#include "train/trainer.h"
 
 namespace {
 
@@ -22,6 +24,15 @@ int run_devices() {
   return 0;
 }
 
+int run_train(const std::string& config_path, const std::vector<std::string>& overrides,
+              const attn::train::TrainFlags& flags) {
+  const attn::train::Config config = attn::train::load_config(config_path, overrides);
+  attn::train::install_stop_signal_handlers();
+  const attn::train::TrainResult r = attn::train::train(config, flags);
+  // Interrupted runs exit like the signal that stopped them, after their checkpoint is safe.
+  return r.stop_signal != 0 ? 128 + r.stop_signal : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -29,6 +40,20 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("attn ") + ATTN_VERSION);
   app.require_subcommand(1);
   auto* devices = app.add_subcommand("devices", "List the devices attn can use");
+
+  auto* train = app.add_subcommand(
+      "train", "Train (or resume: rerunning the same command continues from the latest checkpoint)");
+  std::string config_path;
+  std::vector<std::string> overrides;
+  attn::train::TrainFlags flags;
+  train->add_option("-c,--config", config_path, "YAML config (see configs/)")->required();
+  train->add_option("--set", overrides, "Override a config key: --set train.max_steps=2000")
+      ->take_all()
+      ->allow_extra_args(false);
+  train->add_flag("--fresh", flags.fresh,
+                  "Start from scratch; existing checkpoints are moved aside, not deleted");
+  train->add_flag("--reset-optimizer", flags.reset_optimizer,
+                  "Resume the weights and data position but restart Adam and the LR schedule");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -36,6 +61,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (devices->parsed()) return run_devices();
+    if (train->parsed()) return run_train(config_path, overrides, flags);
   } catch (const attn::Error& e) {
     std::fprintf(stderr, "attn: error: %s\n", e.what());
     return 1;

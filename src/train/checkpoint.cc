@@ -3,6 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdlib>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -52,6 +55,13 @@ std::optional<std::string> resolve_link(const fs::path& link) {
   const fs::path full = link.parent_path() / target;
   if (!fs::is_directory(full, ec)) return std::nullopt;
   return full.string();
+}
+
+// Fault injection for the crash-safety tests: ATTN_CRASH_POINT=<name> kills the process
+// (SIGKILL, no cleanup) when it reaches that point, as a power cut or OOM killer would.
+void crash_point_for_tests(const char* name) {
+  const char* want = std::getenv("ATTN_CRASH_POINT");
+  if (want && std::strcmp(want, name) == 0) ::kill(::getpid(), SIGKILL);
 }
 
 int64_t parse_step(const std::string& name) {
@@ -108,6 +118,7 @@ std::string CheckpointManager::save(int64_t step, const CheckpointData& data, bo
 
   io::save_safetensors((tmp_dir / "model.safetensors").string(), data.model,
                        {{"format", "pt"}, {"attn.kind", "model"}});
+  crash_point_for_tests("checkpoint_mid_write");
   io::save_safetensors((tmp_dir / "optimizer.safetensors").string(), data.optimizer,
                        {{"attn.kind", "optimizer"}});
   write_file_synced((tmp_dir / "trainer_state.json").string(), data.trainer_state.dump(2) + "\n");
@@ -131,6 +142,7 @@ std::string CheckpointManager::save(int64_t step, const CheckpointData& data, bo
   fs::rename(tmp_dir, final_dir, ec);
   ATTN_CHECK(!ec, "cannot move '", tmp_dir.string(), "' into place: ", ec.message());
   fsync_path(dir_, true);
+  crash_point_for_tests("checkpoint_before_link");
   replace_symlink(fs::path(dir_) / "latest", name);
   if (is_best) replace_symlink(fs::path(dir_) / "best", name);
   fsync_path(dir_, true);

@@ -318,6 +318,18 @@ void validate(const Config& c) {
   check_range(c.decode.max_len_b >= 0, "decode.max_len_b", c.decode.max_len_b, ">= 0");
 }
 
+std::vector<std::pair<std::string, std::string>> config_values(const Config& config) {
+  Config c = config;
+  std::vector<std::pair<std::string, std::string>> out;
+  visit_fields(c, [&](const char* path, auto* p) {
+    std::ostringstream os;
+    os.precision(17);
+    os << std::boolalpha << *p;
+    out.emplace_back(path, os.str());
+  });
+  return out;
+}
+
 std::string to_yaml(const Config& config) {
   Config c = config;
   YAML::Emitter out;

@@ -90,6 +90,8 @@ void apply_override(Config& config, const std::string& assignment);
 void validate(const Config& config);
 // The full resolved configuration as YAML (every key, defaults included).
 std::string to_yaml(const Config& config);
+// Every key with its value as YAML text, in order ("model.d_model" -> "512").
+std::vector<std::pair<std::string, std::string>> config_values(const Config& config);
 // Every key path ("model.d_model", ...), in order.
 std::vector<std::string> config_keys();
 

@@ -1,0 +1,481 @@
+#include "train/trainer.h"
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "autograd/functions.h"
+#include "core/device.h"
+#include "core/grad_mode.h"
+#include "data/batcher.h"
+#include "data/dataset.h"
+#include "data/synthetic.h"
+#include "data/vocab.h"
+#include "nn/transformer.h"
+#include "optim/adam.h"
+#include "optim/clip.h"
+#include "optim/schedule.h"
+#include "train/checkpoint.h"
+
+namespace attn::train {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const int64_t t = static_cast<int64_t>(s + 0.5);
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", static_cast<long long>(t / 3600),
+                static_cast<long long>(t / 60 % 60), static_cast<long long>(t % 60));
+  return buf;
+}
+
+Device resolve_device(const std::string& setting, spdlog::logger& log) {
+  // The ops have CPU kernels only until the CUDA backend lands; say so instead of failing
+  // deep inside the first step.
+  constexpr bool kCudaTrainingKernels = false;
+  if (setting == "cpu") return Device::cpu();
+  if (setting == "auto") {
+    const int n = cuda_device_count();
+    if (n > 0 && kCudaTrainingKernels) return Device::cuda(0);
+    log.info("train.device auto: {}; training on the CPU",
+             !cuda_built() ? "attn was built without CUDA"
+             : n == 0      ? "no CUDA device is visible"
+                           : "this build has no CUDA training kernels yet");
+    return Device::cpu();
+  }
+  const Device d = Device::parse(setting);
+  ATTN_CHECK(cuda_built(), "train.device is ", setting,
+             " but attn was built without CUDA; use train.device: cpu or auto");
+  ATTN_CHECK(cuda_device_count() > d.index, "train.device is ", setting, " but ",
+             cuda_device_count(), " CUDA device(s) are visible; use train.device: cpu or auto");
+  ATTN_CHECK(kCudaTrainingKernels, "train.device is ", setting,
+             " but this build has no CUDA training kernels yet; use train.device: cpu or auto");
+  return d;
+}
+
+// Model-section keys whose values differ between two configs ("model.d_model: 64 vs 32").
+std::string architecture_difference(const Config& a, const Config& b) {
+  const auto va = config_values(a), vb = config_values(b);
+  for (size_t i = 0; i < va.size(); ++i) {
+    if (va[i].first.rfind("model.", 0) != 0) continue;
+    // Dropout rates do not change the architecture; everything else in `model` does.
+    if (va[i].first.find("dropout") != std::string::npos) continue;
+    if (va[i].second != vb[i].second)
+      return va[i].first + " is " + va[i].second + " in the checkpoint but " + vb[i].second +
+             " in the config";
+  }
+  return "";
+}
+
+struct Window {  // training statistics since the last log line
+  double loss = 0, nll = 0, tokens = 0, correct = 0, gnorm = 0;
+  int64_t steps = 0;
+  Clock::time_point start = Clock::now();
+};
+
+class Trainer {
+ public:
+  Trainer(const Config& config, const TrainFlags& flags) : cfg_(config), flags_(flags) {}
+
+  TrainResult run() {
+    setup_run_dir();
+    device_ = resolve_device(cfg_.train.device, *log_);
+    (void)device_;
+    std::optional<LoadedCheckpoint> ck = find_checkpoint();
+    setup_data(ck ? &ck->spm_model : nullptr);
+    setup_model();
+    if (ck) restore(*ck);
+    write_resolved_config();
+    log_->info("model: {} parameters ({} encoder + {} decoder layers, d_model {}, {} heads, "
+               "d_ff {}, vocabulary {}{})",
+               model_->parameter_count(), cfg_.model.encoder_layers, cfg_.model.decoder_layers,
+               cfg_.model.d_model, cfg_.model.heads, cfg_.model.d_ff, vocab_size_,
+               cfg_.model.share_embeddings ? ", shared embeddings" : "");
+    log_->info("data: {} training pairs in {} batches of <= {} tokens per epoch, {} validation "
+               "pairs", train_data_.size(), batcher_->batches_per_epoch(), cfg_.data.max_tokens,
+               valid_data_.size());
+    return loop();
+  }
+
+ private:
+  // ---- set-up ----
+  void setup_run_dir() {
+    const fs::path out = cfg_.train.output_dir;
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    ATTN_CHECK(!ec, "cannot create train.output_dir '", out.string(), "': ", ec.message());
+    auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
+    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>((out / "train.log").string());
+    log_ = std::make_shared<spdlog::logger>("train", spdlog::sinks_init_list{console, file});
+    log_->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
+    log_->flush_on(spdlog::level::info);
+    metrics_.open(out / "metrics.jsonl", std::ios::app);
+    ATTN_CHECK(metrics_.good(), "cannot write '", (out / "metrics.jsonl").string(), "'");
+    const fs::path ckdir = out / "checkpoints";
+    if (flags_.fresh && fs::exists(ckdir) && !fs::is_empty(ckdir)) {
+      char stamp[32];
+      const std::time_t now = std::time(nullptr);
+      std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
+      const fs::path aside = out / (std::string("checkpoints.old-") + stamp);
+      fs::rename(ckdir, aside, ec);
+      ATTN_CHECK(!ec, "--fresh: cannot move '", ckdir.string(), "' aside: ", ec.message());
+      log_->info("--fresh: previous checkpoints moved to {}", aside.string());
+    }
+    checkpoints_ = std::make_unique<CheckpointManager>(ckdir.string(), cfg_.train.keep_last);
+  }
+
+  std::optional<LoadedCheckpoint> find_checkpoint() {
+    const auto latest = checkpoints_->latest();
+    if (!latest) return std::nullopt;
+    LoadedCheckpoint ck;
+    try {
+      ck = load_checkpoint(*latest);
+    } catch (const Error& e) {
+      ATTN_FAIL("cannot resume from ", *latest, ": ", e.what(),
+                " (pass --fresh to start over; the checkpoints are moved aside, not deleted)");
+    }
+    Config saved;
+    try {
+      saved = parse_config(ck.config_yaml, ck.path + "/config.yaml");
+    } catch (const Error& e) {
+      ATTN_FAIL("cannot resume from ", ck.path, ": its config is invalid: ", e.what());
+    }
+    const std::string diff = architecture_difference(saved, cfg_);
+    ATTN_CHECK(diff.empty(), "cannot resume from ", ck.path, ": the checkpoint is of another "
+               "architecture (", diff, "); use another train.output_dir or pass --fresh");
+    log_->info("resuming from {}", ck.path);
+    return ck;
+  }
+
+  void setup_data(const std::string* checkpoint_spm) {
+    const auto& d = cfg_.data;
+    const uint64_t seed = cfg_.train.seed;
+    if (!d.synthetic.empty()) {
+      train_data_ = data::make_synthetic(d.synthetic, d.synthetic_train_size,
+                                         static_cast<int32_t>(d.synthetic_vocab),
+                                         d.synthetic_min_len, d.synthetic_max_len, seed);
+      valid_data_ = data::make_synthetic(d.synthetic, d.synthetic_valid_size,
+                                         static_cast<int32_t>(d.synthetic_vocab),
+                                         d.synthetic_min_len, d.synthetic_max_len, seed + 7919);
+      vocab_size_ = d.synthetic_vocab;
+      log_->info("data: synthetic {} task, vocabulary {}", d.synthetic, vocab_size_);
+    } else {
+      const fs::path out = cfg_.train.output_dir;
+      const std::string spm_path =
+          d.spm_model.empty() ? (out / "spm.model").string() : d.spm_model;
+      if (checkpoint_spm && !checkpoint_spm->empty()) {
+        vocab_ = data::Vocab::from_serialized(*checkpoint_spm);  // the vocabulary trained with
+      } else {
+        if (!fs::exists(spm_path))
+          log_->info("training a {} SentencePiece model of {} pieces on {} + {}", d.spm_type,
+                     d.vocab_size, d.train_src, d.train_tgt);
+        vocab_ = data::Vocab::train_or_load({d.train_src, d.train_tgt}, spm_path,
+                                            static_cast<int>(d.vocab_size), d.spm_type, seed);
+      }
+      vocab_size_ = vocab_.size();
+      data::DatasetStats ts, vs;
+      train_data_ = data::load_or_build_cached(d.train_src, d.train_tgt, vocab_, d.max_len,
+                                               (out / "cache" / "train.bin").string(), &ts);
+      valid_data_ = data::load_or_build_cached(d.valid_src, d.valid_tgt, vocab_, d.max_len,
+                                               (out / "cache" / "valid.bin").string(), &vs);
+      for (auto [name, s] : {std::pair{"train", &ts}, {"valid", &vs}}) {
+        log_->info("data {}: {} lines, {} kept, {} skipped (empty), {} skipped (> {} tokens){}",
+                   name, s->lines, s->kept, s->skipped_empty, s->skipped_too_long, d.max_len,
+                   s->from_cache ? " [cache]" : "");
+      }
+      ATTN_CHECK(!train_data_.empty(), "no training pairs left in ", d.train_src, " / ",
+                 d.train_tgt, " after skipping empty and over-long lines (data.max_len = ",
+                 d.max_len, ")");
+    }
+    data::BatcherOptions bo;
+    bo.max_tokens = d.max_tokens;
+    bo.shuffle = true;
+    bo.seed = seed;
+    batcher_ = std::make_unique<data::Batcher>(train_data_, bo);
+    valid_batches_ = data::make_eval_batches(valid_data_, d.max_tokens);
+  }
+
+  void setup_model() {
+    nn::TransformerConfig mc;
+    mc.src_vocab = mc.tgt_vocab = vocab_size_;
+    mc.d_model = cfg_.model.d_model;
+    mc.heads = cfg_.model.heads;
+    mc.d_ff = cfg_.model.d_ff;
+    mc.encoder_layers = cfg_.model.encoder_layers;
+    mc.decoder_layers = cfg_.model.decoder_layers;
+    mc.dropout = cfg_.model.dropout;
+    mc.attention_dropout = cfg_.model.attention_dropout;
+    mc.relu_dropout = cfg_.model.relu_dropout;
+    mc.pre_norm = cfg_.model.pre_norm;
+    mc.share_embeddings = cfg_.model.share_embeddings;
+    mc.validate();
+    Generator init_gen(cfg_.train.seed);
+    model_ = std::make_unique<nn::Transformer>(mc, init_gen);
+    dropout_gen_ = Generator(cfg_.train.seed ^ 0x9e3779b97f4a7c15ull);
+    model_->set_dropout_generator(&dropout_gen_);
+    optim::AdamOptions ao;
+    ao.beta1 = cfg_.train.adam_beta1;
+    ao.beta2 = cfg_.train.adam_beta2;
+    ao.eps = cfg_.train.adam_eps;
+    ao.weight_decay = cfg_.train.weight_decay;
+    adam_ = std::make_unique<optim::Adam>(model_->named_parameters(), ao);
+    sched_.kind = cfg_.train.lr_schedule;
+    sched_.factor = cfg_.train.lr_factor;
+    sched_.warmup = cfg_.train.warmup_steps;
+    sched_.peak_lr = cfg_.train.lr;
+    sched_.d_model = cfg_.model.d_model;
+    optim::validate(sched_);
+  }
+
+  void restore(const LoadedCheckpoint& ck) {
+    try {
+      model_->load_parameters(ck.model);
+      const json& s = ck.trainer_state;
+      step_ = s.at("step").get<int64_t>();
+      batcher_->restore({s.at("batcher").at("epoch").get<int64_t>(),
+                         s.at("batcher").at("position").get<int64_t>()});
+      dropout_gen_.set_state(s.at("dropout_rng").at("seed").get<uint64_t>(),
+                             s.at("dropout_rng").at("offset").get<uint64_t>());
+      if (!s.at("best_valid_loss").is_null()) best_valid_loss_ = s.at("best_valid_loss").get<double>();
+      elapsed_before_ = s.value("elapsed_seconds", 0.0);
+      if (flags_.reset_optimizer) {
+        sched_offset_ = step_;
+        log_->info("--reset-optimizer: Adam state and the learning-rate schedule restart at "
+                   "step {}", step_);
+      } else {
+        adam_->load_state(ck.optimizer, s.at("adam_step").get<int64_t>());
+        sched_offset_ = s.value("schedule_offset", int64_t{0});
+      }
+    } catch (const json::exception& e) {
+      ATTN_FAIL("cannot resume from ", ck.path, ": trainer_state.json is malformed: ", e.what());
+    } catch (const Error& e) {
+      ATTN_FAIL("cannot resume from ", ck.path, ": ", e.what());
+    }
+    last_saved_step_ = step_;
+  }
+
+  void write_resolved_config() {
+    write_file_synced((fs::path(cfg_.train.output_dir) / "config.yaml").string(), to_yaml(cfg_));
+  }
+
+  // ---- the loop ----
+  TrainResult loop() {
+    TrainResult result;
+    const auto& t = cfg_.train;
+    if (done()) {
+      log_->info("already trained to step {} (train.max_steps = {}); nothing to do", step_,
+                 t.max_steps);
+      result.step = step_;
+      result.finished = true;
+      result.last_checkpoint = checkpoints_->latest().value_or("");
+      return result;
+    }
+    run_start_ = Clock::now();
+    const int64_t first_step = step_;
+    Window w;
+    while (!done()) {
+      train_step(w);
+      ++step_;
+      if (step_ % t.log_every == 0) log_window(w, first_step);
+      bool is_best = false;
+      const bool end = done();
+      if (step_ % t.valid_every == 0 || end) is_best = validate(result);
+      if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
+      if (const int sig = g_stop_signal.exchange(0); sig != 0 && !end) {
+        if (last_saved_step_ != step_) save(false, result);
+        log_->info("stopped by signal {} at step {}; checkpoint saved; run the same command "
+                   "to resume", sig, step_);
+        result.stop_signal = sig;
+        break;
+      }
+    }
+    result.step = step_;
+    result.finished = done();
+    if (result.finished) log_->info("finished at step {}", step_);
+    return result;
+  }
+
+  bool done() const {
+    if (step_ >= cfg_.train.max_steps) return true;
+    return cfg_.train.max_epochs > 0 && batcher_->epoch() >= cfg_.train.max_epochs;
+  }
+
+  void train_step(Window& w) {
+    model_->train();
+    std::vector<data::Batch> batches;
+    double tokens = 0;
+    for (int64_t k = 0; k < cfg_.train.update_freq; ++k) {
+      batches.push_back(batcher_->next());
+      tokens += static_cast<double>(batches.back().tgt_tokens);
+    }
+    for (const data::Batch& b : batches) {
+      Tensor logits = model_->forward(b.src, b.src_lengths, b.tgt_in);
+      CrossEntropyResult ce =
+          cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.view({-1}),
+                        cfg_.train.label_smoothing, data::kPadId);
+      // Normalised by the target tokens of the whole update, as the loss the paper reports.
+      scale(ce.loss, 1.0 / tokens).backward();
+      w.loss += ce.loss.item();
+      w.nll += ce.nll.item();
+      w.correct += ce.ncorrect.item();
+    }
+    const double gnorm = optim::clip_grad_norm(model_->parameters(), cfg_.train.clip_norm);
+    ATTN_CHECK(std::isfinite(gnorm), "training diverged at step ", step_ + 1,
+               ": the gradient norm is ", gnorm, "; the last good checkpoint is ",
+               checkpoints_->latest().value_or("(none)"),
+               " (try a lower learning rate or train.clip_norm)");
+    lr_ = optim::learning_rate(sched_, step_ + 1 - sched_offset_);
+    adam_->step(lr_);
+    adam_->zero_grad();
+    w.tokens += tokens;
+    w.gnorm += gnorm;
+    w.steps++;
+  }
+
+  void log_window(Window& w, int64_t first_step) {
+    const auto& t = cfg_.train;
+    const double secs = seconds_since(w.start);
+    const double run_secs = seconds_since(run_start_);
+    const double per_step = run_secs / static_cast<double>(step_ - first_step);
+    const double eta = per_step * static_cast<double>(t.max_steps - step_);
+    const double loss = w.loss / w.tokens, nll = w.nll / w.tokens;
+    const double ppl = std::exp(nll), acc = w.correct / w.tokens, gnorm = w.gnorm / w.steps;
+    const double tok_s = w.tokens / secs;
+    log_->info("step {}/{} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}% | lr {:.3e} | "
+               "gnorm {:.3f} | {:.0f} tgt tok/s | epoch {} | elapsed {} | ETA {}",
+               step_, t.max_steps, loss, nll, ppl, 100 * acc, lr_, gnorm, tok_s,
+               batcher_->epoch() + 1, format_duration(elapsed_before_ + run_secs),
+               format_duration(eta));
+    metrics_ << json{{"type", "train"},   {"step", step_},   {"loss", loss}, {"nll", nll},
+                     {"ppl", ppl},        {"accuracy", acc}, {"lr", lr_},    {"gnorm", gnorm},
+                     {"tgt_tokens_per_s", tok_s}, {"epoch", batcher_->epoch()},
+                     {"elapsed_s", elapsed_before_ + run_secs}}
+                    .dump()
+             << "\n";
+    metrics_.flush();
+    w = Window();
+  }
+
+  // Returns true when this validation is the best so far.
+  bool validate(TrainResult& result) {
+    NoGradGuard no_grad;
+    model_->eval();
+    double loss = 0, nll = 0, tokens = 0, correct = 0;
+    for (const data::Batch& b : valid_batches_) {
+      Tensor logits = model_->forward(b.src, b.src_lengths, b.tgt_in);
+      CrossEntropyResult ce =
+          cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.view({-1}),
+                        cfg_.train.label_smoothing, data::kPadId);
+      loss += ce.loss.item();
+      nll += ce.nll.item();
+      correct += ce.ncorrect.item();
+      tokens += static_cast<double>(b.tgt_tokens);
+    }
+    model_->train();
+    if (tokens == 0) return false;
+    const double vl = loss / tokens, vnll = nll / tokens, acc = correct / tokens;
+    const bool best = !best_valid_loss_ || vl < *best_valid_loss_;
+    if (best) best_valid_loss_ = vl;
+    log_->info("valid at step {} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}%{}", step_,
+               vl, vnll, std::exp(vnll), 100 * acc, best ? " | best" : "");
+    metrics_ << json{{"type", "valid"}, {"step", step_},         {"loss", vl}, {"nll", vnll},
+                     {"ppl", std::exp(vnll)}, {"accuracy", acc}, {"best", best}}
+                    .dump()
+             << "\n";
+    metrics_.flush();
+    result.last_valid_loss = vl;
+    result.last_valid_accuracy = acc;
+    return best;
+  }
+
+  void save(bool is_best, TrainResult& result) {
+    CheckpointData d;
+    d.model = model_->named_parameters();
+    d.optimizer = adam_->state_tensors();
+    const data::Batcher::State bs = batcher_->state();
+    d.trainer_state = json{
+        {"format_version", 1},
+        {"step", step_},
+        {"batcher", {{"epoch", bs.epoch}, {"position", bs.position}}},
+        {"dropout_rng", {{"seed", dropout_gen_.seed()}, {"offset", dropout_gen_.offset()}}},
+        {"adam_step", adam_->step_count()},
+        {"schedule_offset", sched_offset_},
+        {"lr", lr_},
+        {"best_valid_loss", best_valid_loss_ ? json(*best_valid_loss_) : json(nullptr)},
+        {"elapsed_seconds", elapsed_before_ + seconds_since(run_start_)},
+        {"finished", done()},
+    };
+    d.config_yaml = to_yaml(cfg_);
+    if (vocab_.loaded()) d.spm_model = vocab_.serialized();
+    result.last_checkpoint = checkpoints_->save(step_, d, is_best);
+    last_saved_step_ = step_;
+    log_->info("saved checkpoint {}{}", result.last_checkpoint, is_best ? " (best)" : "");
+  }
+
+  Config cfg_;
+  TrainFlags flags_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::ofstream metrics_;
+  std::unique_ptr<CheckpointManager> checkpoints_;
+  Device device_;
+  data::Vocab vocab_;
+  int64_t vocab_size_ = 0;
+  data::Dataset train_data_, valid_data_;
+  std::unique_ptr<data::Batcher> batcher_;
+  std::vector<data::Batch> valid_batches_;
+  std::unique_ptr<nn::Transformer> model_;
+  Generator dropout_gen_;
+  std::unique_ptr<optim::Adam> adam_;
+  optim::ScheduleOptions sched_;
+  int64_t sched_offset_ = 0;
+  int64_t step_ = 0;
+  int64_t last_saved_step_ = -1;
+  double lr_ = 0;
+  std::optional<double> best_valid_loss_;
+  double elapsed_before_ = 0;
+  Clock::time_point run_start_ = Clock::now();
+};
+
+}  // namespace
+
+TrainResult train(const Config& config, const TrainFlags& flags) {
+  validate(config);
+  Trainer trainer(config, flags);
+  return trainer.run();
+}
+
+void install_stop_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+void request_stop(int signal_number) { g_stop_signal.store(signal_number); }
+
+}  // namespace attn::train
