@@ -19,6 +19,7 @@
 #include "core/device.h"
 #include "core/grad_mode.h"
 #include "data/batcher.h"
+#include "data/corpus.h"
 #include "data/dataset.h"
 #include "data/synthetic.h"
 #include "data/vocab.h"
@@ -190,9 +191,13 @@ class Trainer {
       if (checkpoint_spm && !checkpoint_spm->empty()) {
         vocab_ = data::Vocab::from_serialized(*checkpoint_spm);  // the vocabulary trained with
       } else {
-        if (!fs::exists(spm_path))
+        if (!fs::exists(spm_path)) {
+          // Check the corpora (existence, equal length, UTF-8) before spending minutes on a
+          // vocabulary that could not be used.
+          data::read_parallel(d.train_src, d.train_tgt);
           log_->info("training a {} SentencePiece model of {} pieces on {} + {}", d.spm_type,
                      d.vocab_size, d.train_src, d.train_tgt);
+        }
         vocab_ = data::Vocab::train_or_load({d.train_src, d.train_tgt}, spm_path,
                                             static_cast<int>(d.vocab_size), d.spm_type, seed);
       }

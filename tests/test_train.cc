@@ -1,0 +1,288 @@
+// The trainer end to end on the CPU: learning the copy task, exact resume, crash safety of
+// checkpoints, signals, and one test per class of bad input.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "data/batcher.h"
+#include "data/synthetic.h"
+#include "io/safetensors.h"
+#include "nn/greedy.h"
+#include "nn/transformer.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+using namespace attn;
+using namespace attn::train;
+using Catch::Contains;
+namespace fs = std::filesystem;
+
+extern char** environ;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() /
+                     ("attn_test_train_" + std::to_string(::getpid())) / name;
+  fs::remove_all(p);
+  fs::create_directories(p.parent_path());
+  return p;
+}
+
+Config copy_config(const fs::path& out, std::vector<std::string> extra = {}) {
+  std::vector<std::string> o = {"train.output_dir=" + out.string()};
+  for (auto& e : extra) o.push_back(e);
+  return load_config(std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml", o);
+}
+
+std::vector<double> train_losses(const fs::path& out) {
+  std::ifstream in(out / "metrics.jsonl");
+  std::vector<double> v;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["type"] == "train") v.push_back(j["loss"].get<double>());
+  }
+  return v;
+}
+
+// Runs the attn binary with `args` and optional extra environment; returns the wait status.
+int run_attn(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+             pid_t* pid_out = nullptr) {
+  std::vector<std::string> all = {ATTN_BINARY};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+  for (auto& e : env) envs.push_back(e);
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  REQUIRE(posix_spawn(&pid, ATTN_BINARY, &fa, nullptr, argv.data(), envp.data()) == 0);
+  posix_spawn_file_actions_destroy(&fa);
+  if (pid_out) {
+    *pid_out = pid;
+    return 0;
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+TrainResult do_train(const Config& c, const TrainFlags& f = {}) { return attn::train::train(c, f); }
+
+std::string config_path() { return std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml"; }
+
+}  // namespace
+
+TEST_CASE("the copy task is learned on the CPU and greedy decoding reproduces inputs",
+          "[train][slow]") {
+  const fs::path out = scratch("learn");
+  TrainResult r = do_train(copy_config(out));
+  CHECK(r.finished);
+  CHECK(r.last_valid_accuracy >= 0.99);
+
+  // Held-out sequences (a seed the training data never used), decoded greedily.
+  LoadedCheckpoint ck = load_checkpoint((out / "checkpoints" / "best").string());
+  Config cfg = copy_config(out);
+  nn::TransformerConfig mc;
+  mc.src_vocab = mc.tgt_vocab = cfg.data.synthetic_vocab;
+  mc.d_model = cfg.model.d_model;
+  mc.heads = cfg.model.heads;
+  mc.d_ff = cfg.model.d_ff;
+  mc.encoder_layers = cfg.model.encoder_layers;
+  mc.decoder_layers = cfg.model.decoder_layers;
+  Generator g(1);
+  nn::Transformer model(mc, g);
+  model.load_parameters(ck.model);
+  data::Dataset held_out = data::make_synthetic("copy", 100, 16, 2, 8, 424242);
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < held_out.size(); ++i) idx.push_back(i);
+  data::BatcherOptions bo;
+  data::Batch b = data::collate(held_out, idx, bo);
+  auto hyp = nn::greedy_decode(model, b.src, b.src_lengths, 2, 3, 20);
+  int exact = 0;
+  for (size_t i = 0; i < hyp.size(); ++i) {
+    auto src = held_out.src(b.indices[i]);
+    exact += std::vector<int32_t>(src.begin(), src.end()) == hyp[i];
+  }
+  INFO("exact copies: " << exact << " of " << hyp.size());
+  CHECK(exact >= 97);
+}
+
+TEST_CASE("resume is exact: N steps equal N/2 + resume + N/2", "[train]") {
+  // Dropout on so that the dropout RNG state must be restored too.
+  const std::vector<std::string> common = {"model.dropout=0.1", "train.log_every=10",
+                                           "train.save_every=20", "train.valid_every=20",
+                                           "data.synthetic_train_size=600"};
+  auto with = [&](std::vector<std::string> v, const std::string& steps) {
+    v.insert(v.end(), common.begin(), common.end());
+    v.push_back("train.max_steps=" + steps);
+    return v;
+  };
+  const fs::path straight = scratch("straight"), resumed = scratch("resumed");
+  do_train(copy_config(straight, with({}, "60")));
+  TrainResult half = do_train(copy_config(resumed, with({}, "30")));
+  CHECK(half.step == 30);
+  TrainResult rest = do_train(copy_config(resumed, with({}, "60")));
+  CHECK(rest.step == 60);
+
+  auto a = io::load_safetensors((straight / "checkpoints/latest/model.safetensors").string());
+  auto b = io::load_safetensors((resumed / "checkpoints/latest/model.safetensors").string());
+  REQUIRE(a.tensors.size() == b.tensors.size());
+  for (auto& [name, t] : a.tensors) {
+    INFO(name);
+    REQUIRE(b.tensors.count(name));
+    CHECK(t.to_double_vector() == b.tensors.at(name).to_double_vector());  // bitwise in f32
+  }
+  CHECK(train_losses(straight) == train_losses(resumed));
+  CHECK(train_losses(straight).size() == 6);
+}
+
+TEST_CASE("a run killed during a checkpoint write leaves latest loadable", "[train]") {
+  const fs::path out = scratch("killed");
+  const std::vector<std::string> args = {"train", "-c", config_path(), "--set",
+                                         "train.output_dir=" + out.string(), "--set",
+                                         "train.max_steps=20", "--set", "train.save_every=10",
+                                         "--set", "train.valid_every=10"};
+  int st = run_attn(args);
+  REQUIRE(WIFEXITED(st));
+  REQUIRE(WEXITSTATUS(st) == 0);
+  auto more = args;
+  more[6] = "train.max_steps=40";
+  for (const char* point : {"checkpoint_mid_write", "checkpoint_before_link"}) {
+    INFO(point);
+    st = run_attn(more, {std::string("ATTN_CRASH_POINT=") + point});
+    REQUIRE(WIFSIGNALED(st));
+    CHECK(WTERMSIG(st) == SIGKILL);
+    LoadedCheckpoint ck = load_checkpoint((out / "checkpoints" / "latest").string());
+    CHECK(ck.trainer_state["step"].get<int64_t>() >= 20);
+  }
+  // Killed at random moments while checkpoints are written every step.
+  auto every = more;
+  every[8] = "train.save_every=1";
+  every[6] = "train.max_steps=100000";
+  for (int delay_ms : {150, 400, 700}) {
+    pid_t pid;
+    run_attn(every, {}, &pid);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    REQUIRE_NOTHROW(load_checkpoint((out / "checkpoints" / "latest").string()));
+  }
+  // And the run resumes and finishes.
+  auto finish = more;
+  finish[6] = "train.max_steps=" + std::to_string(
+      load_checkpoint((out / "checkpoints" / "latest").string()).trainer_state["step"]
+          .get<int64_t>() + 5);
+  st = run_attn(finish);
+  REQUIRE(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  for (auto& e : fs::directory_iterator(out / "checkpoints"))
+    CHECK(e.path().extension() != ".tmp");
+}
+
+TEST_CASE("SIGTERM saves a checkpoint and exits with 128+15; rerun resumes", "[train]") {
+  const fs::path out = scratch("sigterm");
+  const std::vector<std::string> args = {"train", "-c", config_path(), "--set",
+                                         "train.output_dir=" + out.string(), "--set",
+                                         "train.max_steps=1000000", "--set",
+                                         "train.save_every=100000"};
+  pid_t pid;
+  run_attn(args, {}, &pid);
+  // Wait until training has started (the resolved config is written before the first step).
+  for (int i = 0; i < 200 && !fs::exists(out / "config.yaml"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::kill(pid, SIGTERM);
+  int status;
+  waitpid(pid, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 128 + SIGTERM);
+  LoadedCheckpoint ck = load_checkpoint((out / "checkpoints" / "latest").string());
+  const int64_t step = ck.trainer_state["step"].get<int64_t>();
+  CHECK(step > 0);
+  TrainResult r = do_train(copy_config(out, {"train.max_steps=" + std::to_string(step + 3)}));
+  CHECK(r.step == step + 3);
+}
+
+TEST_CASE("bad input gets a one-line error naming what and where", "[train][errors]") {
+  SECTION("missing corpus file") {
+    const fs::path out = scratch("missing");
+    Config c = copy_config(out, {"data.synthetic=", "data.train_src=/nonexistent/train.en",
+                                 "data.train_tgt=/nonexistent/train.de",
+                                 "data.valid_src=/nonexistent/v.en",
+                                 "data.valid_tgt=/nonexistent/v.de"});
+    REQUIRE_THROWS_WITH(do_train(c), Contains("/nonexistent/train.en"));
+  }
+  SECTION("corpora of unequal length") {
+    const fs::path out = scratch("unequal");
+    fs::create_directories(out);
+    std::ofstream(out / "a.en") << "one\ntwo\nthree\n";
+    std::ofstream(out / "a.de") << "eins\nzwei\n";
+    Config c = copy_config(out, {"data.synthetic=", "data.train_src=" + (out / "a.en").string(),
+                                 "data.train_tgt=" + (out / "a.de").string(),
+                                 "data.valid_src=" + (out / "a.en").string(),
+                                 "data.valid_tgt=" + (out / "a.de").string(),
+                                 "data.vocab_size=16"});
+    REQUIRE_THROWS_WITH(do_train(c), Contains("differ in length") && Contains("a.en") &&
+                                      Contains("a.de"));
+  }
+  SECTION("invalid UTF-8") {
+    const fs::path out = scratch("utf8");
+    fs::create_directories(out);
+    std::ofstream(out / "b.en") << "fine\nbad \xC3\x28 byte\n";
+    std::ofstream(out / "b.de") << "gut\nschlecht\n";
+    Config c = copy_config(out, {"data.synthetic=", "data.train_src=" + (out / "b.en").string(),
+                                 "data.train_tgt=" + (out / "b.de").string(),
+                                 "data.valid_src=" + (out / "b.en").string(),
+                                 "data.valid_tgt=" + (out / "b.de").string()});
+    REQUIRE_THROWS_WITH(do_train(c), Contains("invalid UTF-8") && Contains("b.en") &&
+                                      Contains("line 2"));
+  }
+  SECTION("checkpoint of another architecture") {
+    const fs::path out = scratch("arch");
+    do_train(copy_config(out, {"train.max_steps=2", "train.valid_every=1"}));
+    REQUIRE_THROWS_WITH(
+        do_train(copy_config(out, {"train.max_steps=4", "model.d_model=64"})),
+        Contains("another architecture") && Contains("model.d_model is 32 in the checkpoint"));
+  }
+  SECTION("truncated checkpoint") {
+    const fs::path out = scratch("trunc");
+    do_train(copy_config(out, {"train.max_steps=2", "train.valid_every=1"}));
+    const fs::path model = out / "checkpoints" / "latest" / "model.safetensors";
+    fs::resize_file(model, fs::file_size(model) / 2);
+    REQUIRE_THROWS_WITH(do_train(copy_config(out, {"train.max_steps=4"})),
+                        Contains("cannot resume") && Contains("model.safetensors") &&
+                            Contains("--fresh"));
+    // --fresh keeps the damaged checkpoints aside and starts over.
+    TrainFlags fresh;
+    fresh.fresh = true;
+    CHECK(do_train(copy_config(out, {"train.max_steps=2", "train.valid_every=1"}), fresh).step == 2);
+    bool kept = false;
+    for (auto& e : fs::directory_iterator(out))
+      kept |= e.path().filename().string().rfind("checkpoints.old-", 0) == 0;
+    CHECK(kept);
+  }
+  SECTION("cuda requested without a usable GPU") {
+    const fs::path out = scratch("cuda");
+    REQUIRE_THROWS_WITH(do_train(copy_config(out, {"train.device=cuda"})),
+                        Contains("train.device is cuda"));
+  }
+}
