@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -305,10 +307,23 @@ class Trainer {
     while (!done()) {
       train_step(w);
       ++step_;
-      if (step_ % t.log_every == 0) log_window(w, first_step);
+      if (progress_) {
+        // A one-line live display between log lines, erased before anything is logged.
+        std::fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f",
+                     static_cast<long long>(step_), static_cast<long long>(t.max_steps),
+                     w.tokens > 0 ? w.loss / w.tokens : 0.0);
+        std::fflush(stderr);
+      }
+      if (step_ % t.log_every == 0) {
+        clear_progress();
+        log_window(w, first_step);
+      }
       bool is_best = false;
       const bool end = done();
-      if (step_ % t.valid_every == 0 || end) is_best = validate(result);
+      if (step_ % t.valid_every == 0 || end) {
+        clear_progress();
+        is_best = validate(result);
+      }
       if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
       if (const int sig = g_stop_signal.exchange(0); sig != 0 && !end) {
         if (last_saved_step_ != step_) save(false, result);
@@ -322,6 +337,10 @@ class Trainer {
     result.finished = done();
     if (result.finished) log_->info("finished at step {}", step_);
     return result;
+  }
+
+  void clear_progress() {
+    if (progress_) std::fprintf(stderr, "\r\033[K");
   }
 
   bool done() const {
@@ -443,6 +462,7 @@ class Trainer {
 
   Config cfg_;
   TrainFlags flags_;
+  const bool progress_ = ::isatty(STDERR_FILENO) == 1;
   std::shared_ptr<spdlog::logger> log_;
   std::ofstream metrics_;
   std::unique_ptr<CheckpointManager> checkpoints_;
