@@ -10,7 +10,7 @@
 #include <functional>
 #include <sstream>
 
-#include "io/checksum.h"
+#include "core/hash.h"
 #include "io/safetensors.h"
 
 using namespace attn;

@@ -1,6 +1,5 @@
-// A fast non-cryptographic 64-bit hash (the XXH64 construction: four multiply-rotate lanes
-// over 32-byte stripes) for cache fingerprints and checksums. It only has to notice changed
-// or damaged bytes, at several GB/s, so that checking a large cache costs little at startup.
+// Hashing for data-cache fingerprints: XXH64 (core/hash.h) over strings and whole files, and
+// a seed mixer.
 #pragma once
 
 #include <cstddef>
@@ -8,33 +7,17 @@
 #include <string>
 #include <string_view>
 
+#include "core/hash.h"
+
 namespace attn::data {
 
-class Hash64 {
- public:
-  explicit Hash64(uint64_t seed = 0);
-  void update(const void* data, size_t bytes);
-  void update(std::string_view s) { update(s.data(), s.size()); }
-  template <class T>
-  void update_value(const T& v) {
-    update(&v, sizeof(T));
-  }
-  // Hash of everything given so far; update() may continue afterwards.
-  uint64_t digest() const;
+using Hash64 = attn::Xxh64;
 
- private:
-  void consume_stripe(const unsigned char* p);
-
-  uint64_t seed_;
-  uint64_t lanes_[4];
-  unsigned char buffer_[32];
-  size_t buffered_ = 0;
-  uint64_t total_ = 0;
-};
-
-uint64_t hash64(const void* data, size_t bytes, uint64_t seed = 0);
+inline uint64_t hash64(const void* data, size_t bytes, uint64_t seed = 0) {
+  return xxh64(data, bytes, seed);
+}
 inline uint64_t hash64(std::string_view s, uint64_t seed = 0) {
-  return hash64(s.data(), s.size(), seed);
+  return xxh64(s.data(), s.size(), seed);
 }
 
 // Hash of a file's bytes, read in chunks. `role` names the file in errors

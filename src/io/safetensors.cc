@@ -17,7 +17,7 @@
 #include <utility>
 
 #include "core/grad_mode.h"
-#include "io/checksum.h"
+#include "core/hash.h"
 
 namespace attn::io {
 

@@ -5,7 +5,7 @@
 // padded with spaces to a multiple of 8, then the data buffer. Offsets are bytes relative to
 // the buffer start; tensors are stored back to back in the order given, row-major.
 //
-// attn adds one metadata key, "attn.checksum": XXH64 (seed 0, io/checksum.h) of the whole data
+// attn adds one metadata key, "attn.checksum": XXH64 (seed 0, core/hash.h) of the whole data
 // buffer as 16 lowercase hex digits, checked on load when present. Files from other writers
 // have none and load without the check.
 #pragma once

@@ -1,9 +1,9 @@
-#include "io/checksum.h"
+#include "core/hash.h"
 
 #include <bit>
 #include <cstring>
 
-namespace attn::io {
+namespace attn {
 
 namespace {
 
@@ -117,4 +117,4 @@ std::string hex64(uint64_t value) {
   return s;
 }
 
-}  // namespace attn::io
+}  // namespace attn
