@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +16,8 @@
 #include "io/safetensors.h"
 
 using namespace attn;
+using attn::testing::error_of;
+using attn::testing::same_bytes;
 using namespace attn::io;
 namespace fs = std::filesystem;
 
@@ -68,22 +72,6 @@ std::string f32_bytes(std::initializer_list<float> values) {
   std::string s;
   for (float v : values) s.append(reinterpret_cast<const char*>(&v), 4);
   return s;
-}
-
-// The message of the attn::Error that f throws (fails the test if it throws nothing).
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected an attn::Error");
-  return "";
-}
-
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
-         (a.nbytes() == 0 || std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0);
 }
 
 std::vector<std::pair<std::string, Tensor>> sample_tensors() {

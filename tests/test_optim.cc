@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -16,6 +18,8 @@
 #include "optim/schedule.h"
 
 using namespace attn;
+using attn::testing::error_of;
+using attn::testing::same_bytes;
 using namespace attn::optim;
 
 namespace {
@@ -29,21 +33,6 @@ Tensor param(const std::vector<double>& values, DType dtype = kF64) {
 // What backward would leave behind, without building a graph.
 void set_grad(const Tensor& p, const std::vector<double>& g) {
   p.impl()->grad = Tensor::from_vector(g, p.shape(), p.dtype()).impl_ptr();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected an attn::Error");
-  return "";
-}
-
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
-         (a.nbytes() == 0 || std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0);
 }
 
 // Adam written out from Kingma & Ba's Algorithm 1 (bias-corrected moments), plus decoupled
