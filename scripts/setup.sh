@@ -17,8 +17,19 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# Test-only Python package (no Debian package exists): sacreBLEU, the reference that
+# attn bleu / attn chrf are compared against.
+install_python_tools() {
+  if ! python3 -c "import sacrebleu, sys; sys.exit(sacrebleu.__version__ != '2.6.0')" 2>/dev/null; then
+    echo "setup: installing sacrebleu 2.6.0 from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "sacrebleu==2.6.0" ||
+      python3 -m pip install --quiet --break-system-packages "sacrebleu==2.6.0"
+  fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
+  install_python_tools
   exit 0
 fi
 
@@ -33,3 +44,4 @@ echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_python_tools

@@ -5,8 +5,13 @@
 #include <exception>
 #include <iostream>
 
+#include <cstring>
+
 #include "core/device.h"
+#include "eval/cli_commands.h"
 #include "core/error.h"
+#include "train/average.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -33,6 +38,27 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
   return r.stop_signal != 0 ? 128 + r.stop_signal : 0;
 }
 
+int run_average(const std::string& out, const std::vector<std::string>& checkpoints) {
+  attn::train::average_checkpoints(checkpoints, out);
+  std::cout << "averaged " << checkpoints.size() << " checkpoints into " << out << "\n";
+  return 0;
+}
+
+int run_info(const std::string& path) {
+  const attn::train::LoadedCheckpoint ck = attn::train::load_checkpoint(path);
+  int64_t params = 0;
+  for (const auto& [name, t] : ck.model) params += t.numel();
+  std::cout << "checkpoint: " << ck.path << "\n"
+            << "step: " << ck.trainer_state.value("step", int64_t{-1}) << "\n"
+            << "parameters: " << params << " in " << ck.model.size() << " tensors\n"
+            << "vocabulary: " << (ck.spm_model.empty() ? "none (synthetic task)" : "spm.model")
+            << "\n"
+            << "state: " << ck.trainer_state.dump() << "\n"
+            << "config:\n"
+            << ck.config_yaml;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -54,6 +80,33 @@ int main(int argc, char** argv) {
                   "Start from scratch; existing checkpoints are moved aside, not deleted");
   train->add_flag("--reset-optimizer", flags.reset_optimizer,
                   "Resume the weights and data position but restart Adam and the LR schedule");
+  auto* average = app.add_subcommand("average", "Average the weights of several checkpoints");
+  std::string average_out;
+  std::vector<std::string> average_in;
+  average->add_option("-o,--output", average_out, "Output checkpoint directory")->required();
+  average->add_option("checkpoints", average_in, "Checkpoint directories")->required();
+
+  auto* info = app.add_subcommand("info", "Show a checkpoint's step, size and config");
+  std::string info_path;
+  info->add_option("checkpoint", info_path, "Checkpoint directory (or latest/best link)")
+      ->required();
+
+  auto* bleu = app.add_subcommand(
+      "bleu", "Corpus BLEU, identical to sacreBLEU 2.6.0's defaults (13a, exp smoothing)");
+  auto* chrf = app.add_subcommand("chrf", "Corpus chrF, identical to sacreBLEU 2.6.0's defaults");
+  std::vector<std::string> eval_files;
+  bool eval_lowercase = false, eval_json = false;
+  for (CLI::App* sub : {bleu, chrf}) {
+    sub->add_option("files", eval_files, "HYP REF [REF...]: hypotheses ('-' = stdin), references")
+        ->required()
+        ->expected(2, -1);
+    sub->add_flag("--lc,--lowercase", eval_lowercase, "Lowercase both sides (sacreBLEU -lc)");
+    sub->add_flag("--json", eval_json, "Print one JSON object with full-precision statistics");
+  }
+  // sacreBLEU spells the flag -lc; CLI11 only takes one-letter short options.
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "-lc") == 0) argv[i] = const_cast<char*>("--lc");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -62,6 +115,12 @@ int main(int argc, char** argv) {
   try {
     if (devices->parsed()) return run_devices();
     if (train->parsed()) return run_train(config_path, overrides, flags);
+    if (average->parsed()) return run_average(average_out, average_in);
+    if (info->parsed()) return run_info(info_path);
+    if (bleu->parsed())
+      return attn::eval::run_bleu_command(eval_files, eval_lowercase, eval_json, std::cout);
+    if (chrf->parsed())
+      return attn::eval::run_chrf_command(eval_files, eval_lowercase, eval_json, std::cout);
   } catch (const attn::Error& e) {
     std::fprintf(stderr, "attn: error: %s\n", e.what());
     return 1;

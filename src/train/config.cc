@@ -14,7 +14,14 @@
 namespace attn::train {
 namespace {
 
-using FieldPtr = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*>;
+using StringList = std::vector<std::string>;
+using FieldPtr = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, StringList*>;
+
+std::string join(const StringList& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + v[i];
+  return out;
+}
 
 // The one list of keys. `v(path, pointer)` is called for every field.
 template <class V>
@@ -66,6 +73,12 @@ void visit_fields(Config& c, V&& v) {
   v("train.warmup_steps", &c.train.warmup_steps);
   v("train.clip_norm", &c.train.clip_norm);
   v("train.update_freq", &c.train.update_freq);
+  v("train.valid_metrics", &c.train.valid_metrics);
+  v("train.best_metric", &c.train.best_metric);
+  v("train.valid_beam", &c.train.valid_beam);
+  v("train.patience", &c.train.patience);
+  v("train.average_last", &c.train.average_last);
+  v("train.max_time", &c.train.max_time);
 
   v("decode.beam", &c.decode.beam);
   v("decode.alpha", &c.decode.alpha);
@@ -128,6 +141,19 @@ std::string trim(const std::string& s) {
 // Sets a field from a YAML scalar; `where` prefixes messages ("cfg.yaml:12: " or "--set ").
 void set_field(const FieldPtr& field, const std::string& key, const YAML::Node& node,
                const std::string& where) {
+  if (auto* list = std::get_if<StringList*>(&field)) {
+    (*list)->clear();
+    if (node.IsScalar()) {
+      (*list)->push_back(node.Scalar());
+      return;
+    }
+    ATTN_CHECK(node.IsSequence(), where, key, ": expected a list such as [loss, bleu]");
+    for (const auto& item : node) {
+      ATTN_CHECK(item.IsScalar(), where, key, ": list items must be single values");
+      (*list)->push_back(item.Scalar());
+    }
+    return;
+  }
   ATTN_CHECK(node.IsScalar(), where, key, ": expected a single value, got a ",
              node.IsMap() ? "mapping" : node.IsSequence() ? "list" : "null");
   const std::string text = node.Scalar();
@@ -136,6 +162,8 @@ void set_field(const FieldPtr& field, const std::string& key, const YAML::Node& 
         using T = std::remove_pointer_t<decltype(p)>;
         if constexpr (std::is_same_v<T, std::string>) {
           *p = text;
+        } else if constexpr (std::is_same_v<T, StringList>) {
+          // handled above
         } else if constexpr (std::is_same_v<T, bool>) {
           bool v;
           ATTN_CHECK(YAML::convert<bool>::decode(node, v), where, key,
@@ -189,6 +217,26 @@ void check_range(bool ok, const char* key, T value, const char* expect) {
 }
 
 }  // namespace
+
+double parse_duration(const std::string& text, const std::string& key) {
+  if (text.empty()) return 0.0;
+  size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    ATTN_FAIL("config: ", key, ": expected a duration such as 90s, 15m or 2h, got '", text, "'");
+  }
+  const std::string unit = trim(text.substr(pos));
+  double mult = 0;
+  if (unit.empty() || unit == "s") mult = 1;
+  if (unit == "m" || unit == "min") mult = 60;
+  if (unit == "h") mult = 3600;
+  if (unit == "d") mult = 86400;
+  ATTN_CHECK(mult > 0 && v > 0, "config: ", key,
+             ": expected a positive duration such as 90s, 15m or 2h, got '", text, "'");
+  return v * mult;
+}
 
 std::vector<std::string> config_keys() {
   Config c;
@@ -311,6 +359,26 @@ void validate(const Config& c) {
   check_range(t.warmup_steps >= 1, "train.warmup_steps", t.warmup_steps, ">= 1");
   check_range(t.clip_norm >= 0, "train.clip_norm", t.clip_norm, ">= 0 (0 disables)");
   check_range(t.update_freq >= 1, "train.update_freq", t.update_freq, ">= 1");
+  bool has_loss = false;
+  for (const std::string& m : t.valid_metrics) {
+    ATTN_CHECK(m == "loss" || m == "bleu", "config: train.valid_metrics: unknown metric '", m,
+               "' (expected loss or bleu)");
+    has_loss |= m == "loss";
+  }
+  ATTN_CHECK(has_loss, "config: train.valid_metrics must include loss");
+  ATTN_CHECK(t.best_metric == "loss" || t.best_metric == "bleu",
+             "config: train.best_metric must be loss or bleu, got '", t.best_metric, "'");
+  ATTN_CHECK(t.best_metric != "bleu" ||
+                 std::find(t.valid_metrics.begin(), t.valid_metrics.end(), "bleu") !=
+                     t.valid_metrics.end(),
+             "config: train.best_metric is bleu but train.valid_metrics does not include bleu");
+  check_range(t.valid_beam >= 1, "train.valid_beam", t.valid_beam, ">= 1");
+  check_range(t.patience >= 0, "train.patience", t.patience, ">= 0 (0 disables)");
+  check_range(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 disables)");
+  ATTN_CHECK(t.average_last <= t.keep_last, "config: train.average_last (", t.average_last,
+             ") cannot exceed train.keep_last (", t.keep_last,
+             "): the checkpoints to average would be pruned");
+  parse_duration(t.max_time, "train.max_time");
 
   check_range(c.decode.beam >= 1, "decode.beam", c.decode.beam, ">= 1");
   check_range(c.decode.alpha >= 0, "decode.alpha", c.decode.alpha, ">= 0");
@@ -324,7 +392,12 @@ std::vector<std::pair<std::string, std::string>> config_values(const Config& con
   visit_fields(c, [&](const char* path, auto* p) {
     std::ostringstream os;
     os.precision(17);
-    os << std::boolalpha << *p;
+    using T = std::remove_pointer_t<decltype(p)>;
+    if constexpr (std::is_same_v<T, StringList>) {
+      os << join(*p);
+    } else {
+      os << std::boolalpha << *p;
+    }
     out.emplace_back(path, os.str());
   });
   return out;
@@ -348,6 +421,10 @@ std::string to_yaml(const Config& config) {
     using T = std::remove_pointer_t<decltype(p)>;
     if constexpr (std::is_same_v<T, std::string>) {
       out << YAML::DoubleQuoted << *p;
+    } else if constexpr (std::is_same_v<T, StringList>) {
+      out << YAML::Flow << YAML::BeginSeq;
+      for (const auto& item : *p) out << item;
+      out << YAML::EndSeq;
     } else if constexpr (std::is_same_v<T, double>) {
       std::ostringstream os;
       os.precision(17);

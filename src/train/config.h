@@ -64,7 +64,17 @@ struct TrainSection {
   int64_t warmup_steps = 4000;
   double clip_norm = 0.0;  // 0: no clipping
   int64_t update_freq = 1;  // gradient accumulation
+  // Validation: `loss` always; `bleu` adds BLEU of beam search (valid_beam) on the valid set.
+  std::vector<std::string> valid_metrics = {"loss"};
+  std::string best_metric = "loss";  // loss | bleu: what `best` and early stopping follow
+  int64_t valid_beam = 1;            // beam for validation BLEU (1 = greedy)
+  int64_t patience = 0;              // stop after this many validations without improvement
+  int64_t average_last = 0;          // at the end, average the last N checkpoints (0: off)
+  std::string max_time;              // wall-clock bound, e.g. "90s", "15m", "2h" ("" = none)
 };
+
+// Seconds in a duration such as "90s", "15m", "1.5h" or "45" (seconds); "" is 0 (no bound).
+double parse_duration(const std::string& text, const std::string& key);
 
 struct DecodeSection {
   int64_t beam = 4;

@@ -25,10 +25,13 @@
 #include "data/dataset.h"
 #include "data/synthetic.h"
 #include "data/vocab.h"
+#include "decode/beam_search.h"
+#include "eval/bleu.h"
 #include "nn/transformer.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/schedule.h"
+#include "train/average.h"
 #include "train/checkpoint.h"
 
 namespace attn::train {
@@ -267,7 +270,15 @@ class Trainer {
                          s.at("batcher").at("position").get<int64_t>()});
       dropout_gen_.set_state(s.at("dropout_rng").at("seed").get<uint64_t>(),
                              s.at("dropout_rng").at("offset").get<uint64_t>());
-      if (!s.at("best_valid_loss").is_null()) best_valid_loss_ = s.at("best_valid_loss").get<double>();
+      const json& best = s.at("best");
+      if (best.at("metric").get<std::string>() == cfg_.train.best_metric &&
+          !best.at("value").is_null()) {
+        best_value_ = best.at("value").get<double>();
+        bad_validations_ = s.value("bad_validations", int64_t{0});
+      } else if (!best.at("value").is_null()) {
+        log_->info("train.best_metric changed from {} to {}: the best score starts afresh",
+                   best.at("metric").get<std::string>(), cfg_.train.best_metric);
+      }
       elapsed_before_ = s.value("elapsed_seconds", 0.0);
       if (flags_.reset_optimizer) {
         sched_offset_ = step_;
@@ -319,10 +330,11 @@ class Trainer {
         log_window(w, first_step);
       }
       bool is_best = false;
-      const bool end = done();
+      bool end = done();
       if (step_ % t.valid_every == 0 || end) {
         clear_progress();
         is_best = validate(result);
+        end = done();  // early stopping is decided by the validation
       }
       if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
       if (const int sig = g_stop_signal.exchange(0); sig != 0 && !end) {
@@ -335,16 +347,37 @@ class Trainer {
     }
     result.step = step_;
     result.finished = done();
-    if (result.finished) log_->info("finished at step {}", step_);
+    if (result.finished) {
+      if (early_stopped_) {
+        log_->info("stopped early at step {}: valid {} did not improve in {} validations", step_,
+                   t.best_metric, t.patience);
+      } else if (time_up()) {
+        log_->info("stopped at step {}: train.max_time ({}) reached", step_, t.max_time);
+      } else {
+        log_->info("finished at step {}", step_);
+      }
+      if (t.average_last > 0) average_last(result);
+    }
     return result;
   }
+
+  void average_last(TrainResult& result) {
+    const auto paths = last_checkpoints(checkpoints_->dir(), cfg_.train.average_last);
+    const std::string out = (fs::path(checkpoints_->dir()) / "averaged").string();
+    average_checkpoints(paths, out);
+    log_->info("averaged the last {} checkpoints into {}", paths.size(), out);
+    result.averaged_checkpoint = out;
+  }
+
+  double elapsed_total() const { return elapsed_before_ + seconds_since(run_start_); }
+  bool time_up() const { return max_time_s_ > 0 && elapsed_total() >= max_time_s_; }
 
   void clear_progress() {
     if (progress_) std::fprintf(stderr, "\r\033[K");
   }
 
   bool done() const {
-    if (step_ >= cfg_.train.max_steps) return true;
+    if (step_ >= cfg_.train.max_steps || early_stopped_ || time_up()) return true;
     return cfg_.train.max_epochs > 0 && batcher_->epoch() >= cfg_.train.max_epochs;
   }
 
@@ -422,18 +455,62 @@ class Trainer {
     model_->train();
     if (tokens == 0) return false;
     const double vl = loss / tokens, vnll = nll / tokens, acc = correct / tokens;
-    const bool best = !best_valid_loss_ || vl < *best_valid_loss_;
-    if (best) best_valid_loss_ = vl;
-    log_->info("valid at step {} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}%{}", step_,
-               vl, vnll, std::exp(vnll), 100 * acc, best ? " | best" : "");
-    metrics_ << json{{"type", "valid"}, {"step", step_},         {"loss", vl}, {"nll", vnll},
-                     {"ppl", std::exp(vnll)}, {"accuracy", acc}, {"best", best}}
-                    .dump()
-             << "\n";
+    json record = {{"type", "valid"}, {"step", step_},         {"loss", vl},
+                   {"nll", vnll},     {"ppl", std::exp(vnll)}, {"accuracy", acc}};
+    std::string extra;
+    std::optional<double> bleu;
+    const auto& metrics = cfg_.train.valid_metrics;
+    if (std::find(metrics.begin(), metrics.end(), "bleu") != metrics.end()) {
+      bleu = valid_bleu();
+      record["bleu"] = *bleu;
+      extra = fmt::format(" | bleu {:.2f}", *bleu);
+    }
+    const bool by_bleu = cfg_.train.best_metric == "bleu";
+    const double value = by_bleu ? *bleu : vl;
+    const bool best = !best_value_ || (by_bleu ? value > *best_value_ : value < *best_value_);
+    if (best) {
+      best_value_ = value;
+      bad_validations_ = 0;
+    } else if (++bad_validations_ >= cfg_.train.patience && cfg_.train.patience > 0) {
+      early_stopped_ = true;
+    }
+    record["best"] = best;
+    log_->info("valid at step {} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}%{}{}", step_,
+               vl, vnll, std::exp(vnll), 100 * acc, extra, best ? " | best" : "");
+    metrics_ << record.dump() << "\n";
     metrics_.flush();
     result.last_valid_loss = vl;
     result.last_valid_accuracy = acc;
+    if (bleu) result.last_valid_bleu = *bleu;
     return best;
+  }
+
+  // BLEU (sacreBLEU-identical) of beam search with train.valid_beam over the validation set.
+  // Both sides are detokenized from ids (SentencePiece decoding is lossless for ordinary
+  // text); synthetic tasks score space-joined ids.
+  double valid_bleu() {
+    NoGradGuard no_grad;
+    decode::BeamOptions bo;
+    bo.beam = cfg_.train.valid_beam;
+    bo.alpha = cfg_.decode.alpha;
+    bo.max_len_a = cfg_.decode.max_len_a;
+    bo.max_len_b = cfg_.decode.max_len_b;
+    auto text = [&](std::span<const int32_t> ids) {
+      std::vector<int32_t> v(ids.begin(), ids.end());
+      if (vocab_.loaded()) return vocab_.decode(v);
+      std::string s;
+      for (size_t i = 0; i < v.size(); ++i) s += (i ? " " : "") + std::to_string(v[i]);
+      return s;
+    };
+    std::vector<std::string> hyps, refs;
+    for (const data::Batch& b : valid_batches_) {
+      const auto results = decode::beam_search(*model_, b.src, b.src_lengths, bo);
+      for (size_t i = 0; i < results.size(); ++i) {
+        hyps.push_back(text(results[i][0].tokens));
+        refs.push_back(text(valid_data_.tgt(b.indices[i])));
+      }
+    }
+    return eval::corpus_bleu(hyps, {refs}).score;
   }
 
   void save(bool is_best, TrainResult& result) {
@@ -449,7 +526,10 @@ class Trainer {
         {"adam_step", adam_->step_count()},
         {"schedule_offset", sched_offset_},
         {"lr", lr_},
-        {"best_valid_loss", best_valid_loss_ ? json(*best_valid_loss_) : json(nullptr)},
+        {"best",
+         {{"metric", cfg_.train.best_metric},
+          {"value", best_value_ ? json(*best_value_) : json(nullptr)}}},
+        {"bad_validations", bad_validations_},
         {"elapsed_seconds", elapsed_before_ + seconds_since(run_start_)},
         {"finished", done()},
     };
@@ -480,7 +560,10 @@ class Trainer {
   int64_t step_ = 0;
   int64_t last_saved_step_ = -1;
   double lr_ = 0;
-  std::optional<double> best_valid_loss_;
+  std::optional<double> best_value_;  // of train.best_metric
+  int64_t bad_validations_ = 0;       // validations since the best one
+  bool early_stopped_ = false;
+  double max_time_s_ = parse_duration(cfg_.train.max_time, "train.max_time");
   double elapsed_before_ = 0;
   Clock::time_point run_start_ = Clock::now();
 };

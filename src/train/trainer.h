@@ -22,7 +22,9 @@ struct TrainResult {
   int stop_signal = 0;              // SIGINT/SIGTERM that ended the run, 0 if none
   double last_valid_loss = 0.0;
   double last_valid_accuracy = 0.0;
+  double last_valid_bleu = 0.0;
   std::string last_checkpoint;
+  std::string averaged_checkpoint;  // when train.average_last > 0
 };
 
 // Runs (or resumes) training for `config`. Throws attn::Error on bad input.
