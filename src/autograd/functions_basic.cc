@@ -44,8 +44,17 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
                 }
               }
               if (b_req) {
-                db = !tb ? ops::matmul(sa, g, !ta, false) : ops::matmul(g, sa, true, ta);
-                if (shared_b) db = reduce_batch(db);
+                if (shared_b && !ta) {
+                  // Sum over the batch inside one GEMM on the flattened rows; a per-batch
+                  // product would materialise [batch, K, N] (gigabytes for a tied output
+                  // projection) only to add it up.
+                  const Tensor a2 = sa.view({-1, sa.size(-1)});
+                  const Tensor g2 = g.view({-1, g.size(-1)});
+                  db = !tb ? ops::matmul(a2, g2, true, false) : ops::matmul(g2, a2, true, false);
+                } else {
+                  db = !tb ? ops::matmul(sa, g, !ta, false) : ops::matmul(g, sa, true, ta);
+                  if (shared_b) db = reduce_batch(db);
+                }
               }
               return std::vector<Tensor>{da, db};
             });
