@@ -2,18 +2,18 @@
 // one line on stderr and a non-zero exit code (library code only throws).
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iostream>
 
-#include <cstring>
-
 #include "core/device.h"
-#include "eval/cli_commands.h"
 #include "core/error.h"
+#include "eval/cli_commands.h"
 #include "train/average.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/trainer.h"
+#include "train/translate.h"
 
 namespace {
 
@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
   auto* devices = app.add_subcommand("devices", "List the devices attn can use");
 
   auto* train = app.add_subcommand(
-      "train", "Train (or resume: rerunning the same command continues from the latest checkpoint)");
+      "train",
+      "Train (or resume: rerunning the same command continues from the latest checkpoint)");
   std::string config_path;
   std::vector<std::string> overrides;
   attn::train::TrainFlags flags;
@@ -90,6 +91,28 @@ int main(int argc, char** argv) {
   std::string info_path;
   info->add_option("checkpoint", info_path, "Checkpoint directory (or latest/best link)")
       ->required();
+
+  auto* translate = app.add_subcommand(
+      "translate", "Translate sentences with a checkpoint (beam search); input order is kept");
+  std::string tr_model, tr_input = "-", tr_output = "-";
+  attn::train::TranslateOptions tr_opt;
+  translate
+      ->add_option("-m,--model", tr_model, "Checkpoint directory (e.g. runs/x/checkpoints/best)")
+      ->required();
+  translate->add_option("-i,--input", tr_input, "Source sentences, one per line ('-' = stdin)");
+  translate->add_option("-o,--output", tr_output, "Translations ('-' = stdout)");
+  translate->add_option("--beam", tr_opt.beam_size,
+                        "Beam size (1 = greedy); default from the checkpoint's decode.beam");
+  translate->add_option("--alpha", tr_opt.alpha, "Length penalty ((5+|Y|)/6)^alpha");
+  translate->add_option("--max-len-a", tr_opt.max_len_a, "Output length limit a*src_len+b: a");
+  translate->add_option("--max-len-b", tr_opt.max_len_b, "Output length limit a*src_len+b: b");
+  translate->add_option("--nbest", tr_opt.beam.nbest,
+                        "Hypotheses per sentence (Moses n-best format when > 1)");
+  translate->add_option("--max-tokens", tr_opt.max_tokens, "Tokens per batch, padding included");
+  translate->add_flag("--scores", tr_opt.scores, "Print 'id ||| translation ||| score' lines");
+  translate->add_option("--attention-svg", tr_opt.attention_svg_dir,
+                        "Write a cross-attention heatmap per sentence (last layer, each head and "
+                        "the average) into DIR");
 
   auto* bleu = app.add_subcommand(
       "bleu", "Corpus BLEU, identical to sacreBLEU 2.6.0's defaults (13a, exp smoothing)");
@@ -117,6 +140,8 @@ int main(int argc, char** argv) {
     if (train->parsed()) return run_train(config_path, overrides, flags);
     if (average->parsed()) return run_average(average_out, average_in);
     if (info->parsed()) return run_info(info_path);
+    if (translate->parsed())
+      return attn::train::run_translate(tr_model, tr_input, tr_output, tr_opt);
     if (bleu->parsed())
       return attn::eval::run_bleu_command(eval_files, eval_lowercase, eval_json, std::cout);
     if (chrf->parsed())

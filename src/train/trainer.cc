@@ -33,6 +33,7 @@
 #include "optim/schedule.h"
 #include "train/average.h"
 #include "train/checkpoint.h"
+#include "train/model_config.h"
 
 namespace attn::train {
 namespace fs = std::filesystem;
@@ -230,18 +231,7 @@ class Trainer {
   }
 
   void setup_model() {
-    nn::TransformerConfig mc;
-    mc.src_vocab = mc.tgt_vocab = vocab_size_;
-    mc.d_model = cfg_.model.d_model;
-    mc.heads = cfg_.model.heads;
-    mc.d_ff = cfg_.model.d_ff;
-    mc.encoder_layers = cfg_.model.encoder_layers;
-    mc.decoder_layers = cfg_.model.decoder_layers;
-    mc.dropout = cfg_.model.dropout;
-    mc.attention_dropout = cfg_.model.attention_dropout;
-    mc.relu_dropout = cfg_.model.relu_dropout;
-    mc.pre_norm = cfg_.model.pre_norm;
-    mc.share_embeddings = cfg_.model.share_embeddings;
+    nn::TransformerConfig mc = transformer_config(cfg_, vocab_size_);
     mc.validate();
     Generator init_gen(cfg_.train.seed);
     model_ = std::make_unique<nn::Transformer>(mc, init_gen);
