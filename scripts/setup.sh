@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libspdlog-dev libfmt-dev libyaml-cpp-dev catch2 libsentencepiece-dev sentencepiece
-  libopenblas-dev libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
+  libopenblas-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
   python3
 )
 

@@ -19,6 +19,7 @@
 #include "nn/greedy.h"
 #include "nn/transformer.h"
 #include "train/checkpoint.h"
+#include "train/model_config.h"
 #include "train/trainer.h"
 
 using namespace attn;
@@ -100,13 +101,7 @@ TEST_CASE("the copy task is learned on the CPU and greedy decoding reproduces in
   // Held-out sequences (a seed the training data never used), decoded greedily.
   LoadedCheckpoint ck = load_checkpoint((out / "checkpoints" / "best").string());
   Config cfg = copy_config(out);
-  nn::TransformerConfig mc;
-  mc.src_vocab = mc.tgt_vocab = cfg.data.synthetic_vocab;
-  mc.d_model = cfg.model.d_model;
-  mc.heads = cfg.model.heads;
-  mc.d_ff = cfg.model.d_ff;
-  mc.encoder_layers = cfg.model.encoder_layers;
-  mc.decoder_layers = cfg.model.decoder_layers;
+  nn::TransformerConfig mc = transformer_config(cfg, cfg.data.synthetic_vocab);
   Generator g(1);
   nn::Transformer model(mc, g);
   model.load_parameters(ck.model);
