@@ -408,7 +408,8 @@ class Trainer {
     const double secs = seconds_since(w.start);
     const double run_secs = seconds_since(run_start_);
     const double per_step = run_secs / static_cast<double>(step_ - first_step);
-    const double eta = per_step * static_cast<double>(t.max_steps - step_);
+    double eta = per_step * static_cast<double>(t.max_steps - step_);
+    if (max_time_s_ > 0) eta = std::min(eta, max_time_s_ - elapsed_total());
     const double loss = w.loss / w.tokens, nll = w.nll / w.tokens;
     const double ppl = std::exp(nll), acc = w.correct / w.tokens, gnorm = w.gnorm / w.steps;
     const double tok_s = w.tokens / secs;
