@@ -33,8 +33,10 @@ Rules, applied per aligned sub-entry pair (German, English):
     slash goes first (`colour [Br.]/color [Am.] fastness` -> `colour/color fastness`)
     when the word after the slash is followed by another annotation, `;` or the end.
     C1 control characters (cp1252 debris) become their cp1252 characters.
- 3. Each side is split on `;` into alternatives; whitespace is collapsed (all Unicode
-    spaces, NFC), a space before , . ! ? left by a deletion is removed.
+ 3. Each side is split on `;` into alternatives; dictionary object placeholders (sth., sb.,
+    etw., jdm., jdn., jds., ...) are removed (`to file away sth.` -> `to file away`);
+    whitespace is collapsed (all Unicode spaces, NFC), a space before , . ! ? left by a
+    deletion is removed.
  4. Unspaced word alternatives `a/b[/c]` inside a token are resolved to the first one
     (`sheer/pure coincidence` -> `sheer coincidence`, `sb./sth.` -> `sb.`) when every
     part has a letter and >= 2 characters (or is `I` or `a`: `I/he/she` -> `I`), the parts
@@ -164,6 +166,11 @@ def resolve_slash_token(tok):
 def clean_alt(s):
     if not s.isascii():
         s = unicodedata.normalize("NFC", s)
+    # Object placeholders (sth., sb., etw., jdm., ...) mark valency in a dictionary; in a
+    # translation corpus they are the most frequent "word" by far and a small model learns to
+    # repeat them. Dropped everywhere (held-out sentences never contain them).
+    if PLACEHOLDER_RE.search(s):
+        s = PLACEHOLDER_RE.sub(" ", s).replace(" 's", " ").replace("'s ", " ")
     s = " ".join(s.split())
     if " ," in s or " ." in s or " !" in s or " ?" in s:
         s = SPACE_BEFORE_PUNCT_RE.sub(r"\1", s)
