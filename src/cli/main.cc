@@ -8,6 +8,7 @@
 
 #include "core/device.h"
 #include "core/error.h"
+#include "dist/launch.h"
 #include "eval/cli_commands.h"
 #include "train/average.h"
 #include "train/checkpoint.h"
@@ -148,9 +149,13 @@ int main(int argc, char** argv) {
       return attn::eval::run_chrf_command(eval_files, eval_lowercase, eval_json, std::cout);
   } catch (const attn::Error& e) {
     std::fprintf(stderr, "attn: error: %s\n", e.what());
+    // One failing rank must take the job down; returning would leave the others waiting in
+    // their next collective forever.
+    if (attn::dist::mpi_active()) attn::dist::abort_job(1);
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attn: internal error: %s\n", e.what());
+    if (attn::dist::mpi_active()) attn::dist::abort_job(2);
     return 2;
   }
   return 0;

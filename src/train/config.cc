@@ -79,6 +79,7 @@ void visit_fields(Config& c, V&& v) {
   v("train.patience", &c.train.patience);
   v("train.average_last", &c.train.average_last);
   v("train.max_time", &c.train.max_time);
+  v("train.check_replicas_every", &c.train.check_replicas_every);
 
   v("decode.beam", &c.decode.beam);
   v("decode.alpha", &c.decode.alpha);
@@ -379,6 +380,8 @@ void validate(const Config& c) {
              ") cannot exceed train.keep_last (", t.keep_last,
              "): the checkpoints to average would be pruned");
   parse_duration(t.max_time, "train.max_time");
+  check_range(t.check_replicas_every >= 0, "train.check_replicas_every", t.check_replicas_every,
+              ">= 0 (0 disables)");
 
   check_range(c.decode.beam >= 1, "decode.beam", c.decode.beam, ">= 1");
   check_range(c.decode.alpha >= 0, "decode.alpha", c.decode.alpha, ">= 0");

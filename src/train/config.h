@@ -71,6 +71,7 @@ struct TrainSection {
   int64_t patience = 0;              // stop after this many validations without improvement
   int64_t average_last = 0;          // at the end, average the last N checkpoints (0: off)
   std::string max_time;              // wall-clock bound, e.g. "90s", "15m", "2h" ("" = none)
+  int64_t check_replicas_every = 0;  // data parallel debug: verify ranks hold equal weights
 };
 
 // Seconds in a duration such as "90s", "15m", "1.5h" or "45" (seconds); "" is 0 (no bound).

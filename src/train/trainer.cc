@@ -26,6 +26,8 @@
 #include "data/synthetic.h"
 #include "data/vocab.h"
 #include "decode/beam_search.h"
+#include "dist/communicator.h"
+#include "dist/launch.h"
 #include "eval/bleu.h"
 #include "nn/transformer.h"
 #include "optim/adam.h"
@@ -109,13 +111,25 @@ class Trainer {
   Trainer(const Config& config, const TrainFlags& flags) : cfg_(config), flags_(flags) {}
 
   TrainResult run() {
+    launch_ = dist::detect_launch();
+    main_ = launch_.rank == 0;
     setup_run_dir();
     device_ = resolve_device(cfg_.train.device, *log_);
-    (void)device_;
+    comm_ = dist::make_communicator(device_, launch_);
+    if (comm_->world_size() > 1) {
+      log_->info("data parallel: {} ranks ({} backend, launched by {}); data.max_tokens {} per "
+                 "rank, {} per step", comm_->world_size(), comm_->backend(), launch_.launcher,
+                 cfg_.data.max_tokens, cfg_.data.max_tokens * comm_->world_size());
+    }
+    setup_checkpoints();
     std::optional<LoadedCheckpoint> ck = find_checkpoint();
     setup_data(ck ? &ck->spm_model : nullptr);
     setup_model();
     if (ck) restore(*ck);
+    if (comm_->world_size() > 1) {
+      // Identical by construction (same seed, same checkpoint); the broadcast makes it so.
+      for (Tensor p : model_->parameters()) comm_->broadcast(p, 0);
+    }
     write_resolved_config();
     log_->info("model: {} parameters ({} encoder + {} decoder layers, d_model {}, {} heads, "
                "d_ff {}, vocabulary {}{})",
@@ -136,14 +150,26 @@ class Trainer {
     fs::create_directories(out, ec);
     ATTN_CHECK(!ec, "cannot create train.output_dir '", out.string(), "': ", ec.message());
     auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>((out / "train.log").string());
-    log_ = std::make_shared<spdlog::logger>("train", spdlog::sinks_init_list{console, file});
-    log_->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
+    if (main_) {
+      auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>((out / "train.log").string());
+      log_ = std::make_shared<spdlog::logger>("train", spdlog::sinks_init_list{console, file});
+      metrics_.open(out / "metrics.jsonl", std::ios::app);
+      ATTN_CHECK(metrics_.good(), "cannot write '", (out / "metrics.jsonl").string(), "'");
+    } else {
+      // Other ranks compute the same numbers; only their warnings and errors are shown.
+      log_ = std::make_shared<spdlog::logger>("train", console);
+      log_->set_level(spdlog::level::warn);
+    }
+    log_->set_pattern(main_ ? "[%Y-%m-%d %H:%M:%S] %v"
+                            : "[%Y-%m-%d %H:%M:%S] [rank " + std::to_string(launch_.rank) + "] %v");
     log_->flush_on(spdlog::level::info);
-    metrics_.open(out / "metrics.jsonl", std::ios::app);
-    ATTN_CHECK(metrics_.good(), "cannot write '", (out / "metrics.jsonl").string(), "'");
+  }
+
+  void setup_checkpoints() {
+    const fs::path out = cfg_.train.output_dir;
+    std::error_code ec;
     const fs::path ckdir = out / "checkpoints";
-    if (flags_.fresh && fs::exists(ckdir) && !fs::is_empty(ckdir)) {
+    if (main_ && flags_.fresh && fs::exists(ckdir) && !fs::is_empty(ckdir)) {
       char stamp[32];
       const std::time_t now = std::time(nullptr);
       std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
@@ -152,6 +178,7 @@ class Trainer {
       ATTN_CHECK(!ec, "--fresh: cannot move '", ckdir.string(), "' aside: ", ec.message());
       log_->info("--fresh: previous checkpoints moved to {}", aside.string());
     }
+    comm_->barrier();  // every rank sees the directory after --fresh
     checkpoints_ = std::make_unique<CheckpointManager>(ckdir.string(), cfg_.train.keep_last);
   }
 
@@ -226,6 +253,8 @@ class Trainer {
     bo.max_tokens = d.max_tokens;
     bo.shuffle = true;
     bo.seed = seed;
+    bo.rank = comm_->rank();
+    bo.world = comm_->world_size();
     batcher_ = std::make_unique<data::Batcher>(train_data_, bo);
     valid_batches_ = data::make_eval_batches(valid_data_, d.max_tokens);
   }
@@ -235,7 +264,6 @@ class Trainer {
     mc.validate();
     Generator init_gen(cfg_.train.seed);
     model_ = std::make_unique<nn::Transformer>(mc, init_gen);
-    dropout_gen_ = Generator(cfg_.train.seed ^ 0x9e3779b97f4a7c15ull);
     model_->set_dropout_generator(&dropout_gen_);
     optim::AdamOptions ao;
     ao.beta1 = cfg_.train.adam_beta1;
@@ -258,8 +286,6 @@ class Trainer {
       step_ = s.at("step").get<int64_t>();
       batcher_->restore({s.at("batcher").at("epoch").get<int64_t>(),
                          s.at("batcher").at("position").get<int64_t>()});
-      dropout_gen_.set_state(s.at("dropout_rng").at("seed").get<uint64_t>(),
-                             s.at("dropout_rng").at("offset").get<uint64_t>());
       const json& best = s.at("best");
       if (best.at("metric").get<std::string>() == cfg_.train.best_metric &&
           !best.at("value").is_null()) {
@@ -308,6 +334,7 @@ class Trainer {
     while (!done()) {
       train_step(w);
       ++step_;
+      update_time_up();
       if (progress_) {
         // A one-line live display between log lines, erased before anything is logged.
         std::fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f",
@@ -315,6 +342,8 @@ class Trainer {
                      w.tokens > 0 ? w.loss / w.tokens : 0.0);
         std::fflush(stderr);
       }
+      if (t.check_replicas_every > 0 && step_ % t.check_replicas_every == 0)
+        dist::check_replicas_identical(*comm_, model_->named_parameters());
       if (step_ % t.log_every == 0) {
         clear_progress();
         log_window(w, first_step);
@@ -327,7 +356,7 @@ class Trainer {
         end = done();  // early stopping is decided by the validation
       }
       if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
-      if (const int sig = g_stop_signal.exchange(0); sig != 0 && !end) {
+      if (const int sig = agreed_stop_signal(); sig != 0 && !end) {
         if (last_saved_step_ != step_) save(false, result);
         log_->info("stopped by signal {} at step {}; checkpoint saved; run the same command "
                    "to resume", sig, step_);
@@ -346,7 +375,7 @@ class Trainer {
       } else {
         log_->info("finished at step {}", step_);
       }
-      if (t.average_last > 0) average_last(result);
+      if (t.average_last > 0 && main_) average_last(result);
     }
     return result;
   }
@@ -360,7 +389,24 @@ class Trainer {
   }
 
   double elapsed_total() const { return elapsed_before_ + seconds_since(run_start_); }
-  bool time_up() const { return max_time_s_ > 0 && elapsed_total() >= max_time_s_; }
+  bool time_up() const { return time_up_; }
+  // Rank 0's clock decides, so that every rank stops at the same step.
+  void update_time_up() {
+    bool up = max_time_s_ > 0 && elapsed_total() >= max_time_s_;
+    if (comm_->world_size() > 1 && max_time_s_ > 0)
+      up = comm_->all_reduce_host({comm_->rank() == 0 && up ? 1.0 : 0.0})[0] > 0;
+    time_up_ = up;
+  }
+
+  // Ranks must stop at the same step (each may have received the signal at another one).
+  int agreed_stop_signal() {
+    int sig = g_stop_signal.exchange(0);
+    if (comm_->world_size() > 1) {
+      const auto r = comm_->all_reduce_host({static_cast<double>(sig), sig ? 1.0 : 0.0});
+      if (r[1] > 0 && sig == 0) sig = static_cast<int>(r[0] / r[1]);
+    }
+    return sig;
+  }
 
   void clear_progress() {
     if (progress_) std::fprintf(stderr, "\r\033[K");
@@ -373,23 +419,32 @@ class Trainer {
 
   void train_step(Window& w) {
     model_->train();
+    // Dropout masks are a function of (seed, rank, step): nothing to checkpoint, and every
+    // rank draws different masks.
+    dropout_gen_.set_state(cfg_.train.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull *
+                                                                        (comm_->rank() + 1),
+                           static_cast<uint64_t>(step_) << 32);
     std::vector<data::Batch> batches;
     double tokens = 0;
     for (int64_t k = 0; k < cfg_.train.update_freq; ++k) {
       batches.push_back(batcher_->next());
       tokens += static_cast<double>(batches.back().tgt_tokens);
     }
+    const int world = comm_->world_size();
+    // Normalised by the target tokens of the whole update on all ranks; the gradient
+    // all-reduce averages, so each rank scales by world / global tokens.
+    const double global_tokens = world > 1 ? comm_->all_reduce_host({tokens})[0] : tokens;
     for (const data::Batch& b : batches) {
       Tensor logits = model_->forward(b.src, b.src_lengths, b.tgt_in);
       CrossEntropyResult ce =
           cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.view({-1}),
                         cfg_.train.label_smoothing, data::kPadId);
-      // Normalised by the target tokens of the whole update, as the loss the paper reports.
-      scale(ce.loss, 1.0 / tokens).backward();
+      scale(ce.loss, static_cast<double>(world) / global_tokens).backward();
       w.loss += ce.loss.item();
       w.nll += ce.nll.item();
       w.correct += ce.ncorrect.item();
     }
+    if (world > 1) dist::all_reduce_gradients(*comm_, model_->parameters());
     const double gnorm = optim::clip_grad_norm(model_->parameters(), cfg_.train.clip_norm);
     ATTN_CHECK(std::isfinite(gnorm), "training diverged at step ", step_ + 1,
                ": the gradient norm is ", gnorm, "; the last good checkpoint is ",
@@ -405,6 +460,13 @@ class Trainer {
 
   void log_window(Window& w, int64_t first_step) {
     const auto& t = cfg_.train;
+    if (comm_->world_size() > 1) {
+      const auto r = comm_->all_reduce_host({w.loss, w.nll, w.correct, w.tokens});
+      w.loss = r[0];
+      w.nll = r[1];
+      w.correct = r[2];
+      w.tokens = r[3];
+    }
     const double secs = seconds_since(w.start);
     const double run_secs = seconds_since(run_start_);
     const double per_step = run_secs / static_cast<double>(step_ - first_step);
@@ -418,7 +480,7 @@ class Trainer {
                step_, t.max_steps, loss, nll, ppl, 100 * acc, lr_, gnorm, tok_s,
                batcher_->epoch() + 1, format_duration(elapsed_before_ + run_secs),
                format_duration(eta));
-    metrics_ << json{{"type", "train"},   {"step", step_},   {"loss", loss}, {"nll", nll},
+    if (main_) metrics_ << json{{"type", "train"},   {"step", step_},   {"loss", loss}, {"nll", nll},
                      {"ppl", ppl},        {"accuracy", acc}, {"lr", lr_},    {"gnorm", gnorm},
                      {"tgt_tokens_per_s", tok_s}, {"epoch", batcher_->epoch()},
                      {"elapsed_s", elapsed_before_ + run_secs}}
@@ -468,7 +530,7 @@ class Trainer {
     record["best"] = best;
     log_->info("valid at step {} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}%{}{}", step_,
                vl, vnll, std::exp(vnll), 100 * acc, extra, best ? " | best" : "");
-    metrics_ << record.dump() << "\n";
+    if (main_) metrics_ << record.dump() << "\n";
     metrics_.flush();
     result.last_valid_loss = vl;
     result.last_valid_accuracy = acc;
@@ -505,6 +567,8 @@ class Trainer {
   }
 
   void save(bool is_best, TrainResult& result) {
+    last_saved_step_ = step_;
+    if (!main_) return;  // rank 0 writes; every rank holds the same state
     CheckpointData d;
     d.model = model_->named_parameters();
     d.optimizer = adam_->state_tensors();
@@ -513,7 +577,6 @@ class Trainer {
         {"format_version", 1},
         {"step", step_},
         {"batcher", {{"epoch", bs.epoch}, {"position", bs.position}}},
-        {"dropout_rng", {{"seed", dropout_gen_.seed()}, {"offset", dropout_gen_.offset()}}},
         {"adam_step", adam_->step_count()},
         {"schedule_offset", sched_offset_},
         {"lr", lr_},
@@ -533,6 +596,10 @@ class Trainer {
 
   Config cfg_;
   TrainFlags flags_;
+  dist::LaunchInfo launch_;
+  bool main_ = true;  // rank 0: logs, metrics, checkpoints
+  std::unique_ptr<dist::Communicator> comm_;
+  bool time_up_ = false;
   const bool progress_ = ::isatty(STDERR_FILENO) == 1;
   std::shared_ptr<spdlog::logger> log_;
   std::ofstream metrics_;

@@ -1,0 +1,74 @@
+// The MPI backend (CPU tensors) and the MPI plumbing the NCCL backend reuses (bootstrap,
+// host sums, barrier). Internal to src/dist: it pulls in <mpi.h>.
+#pragma once
+
+// Only MPI's C interface is used; its deprecated C++ bindings warn under -Wextra.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "dist/communicator.h"
+#include "dist/launch.h"
+
+namespace attn::dist {
+
+namespace detail {
+[[noreturn]] void throw_mpi_error(int code, const char* call, const std::string& where);
+}  // namespace detail
+
+// Checks the return code of an MPI call (MPI_ERRORS_RETURN is set on our communicators);
+// the remaining arguments say where, as in ATTN_CHECK.
+#define ATTN_MPI_CHECK(call, ...)                                                  \
+  do {                                                                             \
+    const int attn_mpi_rc_ = (call);                                               \
+    if (attn_mpi_rc_ != MPI_SUCCESS) {                                             \
+      ::attn::dist::detail::throw_mpi_error(attn_mpi_rc_, #call,                   \
+                                            ::attn::detail::str_cat(__VA_ARGS__)); \
+    }                                                                              \
+  } while (0)
+
+// Initializes MPI once per process (MPI_THREAD_FUNNELED) with MPI_ERRORS_RETURN on
+// MPI_COMM_WORLD, and registers MPI_Finalize at exit. Leaves an MPI someone else initialized
+// alone (and does not finalize it).
+void ensure_mpi_initialized();
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // Initializes MPI if needed and checks that MPI's world is the one `launch` describes.
+  explicit MpiCommunicator(const LaunchInfo& launch);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+  int local_rank() const override { return local_rank_; }
+  const char* backend() const override { return "mpi"; }
+  void all_reduce(Tensor& t, ReduceOp op) override;
+  void broadcast(Tensor& t, int root) override;
+  void barrier() override;
+  std::vector<double> all_reduce_host(const std::vector<double>& values) override;
+
+  // Our duplicate of MPI_COMM_WORLD (its own message space, MPI_ERRORS_RETURN).
+  MPI_Comm comm() const { return comm_; }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, world_size_ = 1, local_rank_ = 0;
+};
+
+#ifdef ATTN_WITH_NCCL
+// Defined in nccl_communicator.cc (built only with CUDA and NCCL).
+std::unique_ptr<Communicator> make_nccl_communicator(const LaunchInfo& launch, Device device);
+#endif
+
+}  // namespace attn::dist

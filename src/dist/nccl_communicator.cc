@@ -1,0 +1,237 @@
+// The NCCL backend: CUDA tensors reduced by NCCL on attn's stream of the device, with MPI for
+// the bootstrap (rank 0's ncclUniqueId goes out by MPI_Bcast), host sums and the barrier.
+//
+// Hangs become errors: the communicator is non-blocking (ncclConfig_t::blocking = 0), and
+// every wait, for initialization, for an enqueue that NCCL reports as in progress, and for the
+// stream to finish a collective, polls ncclCommGetAsyncError with a deadline of
+// ATTN_NCCL_TIMEOUT seconds (default 600, 0 = no deadline). On an error or at the deadline the
+// communicator is aborted (ncclCommAbort also stops its kernels) and attn::Error thrown; the
+// communicator refuses any later call.
+//
+// Compiled only with ATTN_WITH_NCCL (a CUDA build that found NCCL): the whole file is guarded
+// so that a glob over src/dist/*.cc can include it unconditionally.
+#ifdef ATTN_WITH_NCCL
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <thread>
+
+#include "core/cuda_backend.h"
+#include "core/cuda_check.h"
+#include "dist/mpi_communicator.h"
+
+namespace attn::dist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double timeout_from_env() {
+  const char* value = std::getenv("ATTN_NCCL_TIMEOUT");
+  if (value == nullptr || *value == '\0') return 600.0;
+  char* end = nullptr;
+  const double s = std::strtod(value, &end);
+  ATTN_CHECK(end != value && *end == '\0' && s >= 0, "make_communicator: ATTN_NCCL_TIMEOUT='",
+             value, "' is not a number of seconds >= 0");
+  return s;
+}
+
+ncclDataType_t nccl_type(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kF64:
+      return ncclFloat64;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kF16:
+      return ncclFloat16;
+    case DType::kI32:
+      return ncclInt32;
+  }
+  ATTN_FAIL("nccl: bad dtype");
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(const LaunchInfo& launch, Device device)
+      : mpi_(launch), device_(device), timeout_s_(timeout_from_env()) {
+    ATTN_CHECK(device.is_cuda(), "make_communicator: NCCL needs a CUDA device, got ", device);
+    cuda::require_device(device.index);
+    stream_ = cuda::stream(device.index);  // also makes the device current
+    ncclUniqueId id;
+    if (mpi_.rank() == 0) {
+      const ncclResult_t r = ncclGetUniqueId(&id);
+      ATTN_CHECK(r == ncclSuccess,
+                 "make_communicator: ncclGetUniqueId failed on rank 0: ", ncclGetErrorString(r));
+    }
+    ATTN_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_.comm()),
+                   "make_communicator: sending the NCCL id from rank 0");
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;  // so that a missing peer times out instead of hanging
+    settle(ncclCommInitRankConfig(&comm_, mpi_.world_size(), id, mpi_.rank(), &config),
+           "ncclCommInitRank");
+  }
+
+  ~NcclCommunicator() override {
+    if (comm_ == nullptr || aborted_) return;
+    // While an error unwinds the stack, peers may be gone: a clean finalize could only time out.
+    if (std::uncaught_exceptions() == 0) {
+      try {
+        enter();
+        settle(ncclCommFinalize(comm_), "ncclCommFinalize");
+        ncclCommDestroy(comm_);
+        return;
+      } catch (const std::exception&) {
+        if (aborted_) return;  // settle() aborted it
+      }
+    }
+    ncclCommAbort(comm_);
+  }
+
+  int rank() const override { return mpi_.rank(); }
+  int world_size() const override { return mpi_.world_size(); }
+  int local_rank() const override { return mpi_.local_rank(); }
+  const char* backend() const override { return "nccl"; }
+
+  void all_reduce(Tensor& t, ReduceOp op) override {
+    const std::string what = describe("all_reduce", t);
+    check_tensor(t, what);
+    ATTN_CHECK(op == ReduceOp::kSum || is_floating(t.dtype()), what,
+               ": average is for floating-point tensors (reduce i32 with sum)");
+    enter();
+    settle(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()),
+                         nccl_type(t.dtype()), op == ReduceOp::kSum ? ncclSum : ncclAvg, comm_,
+                         stream_),
+           what);
+    wait(what);
+  }
+
+  void broadcast(Tensor& t, int root) override {
+    const std::string what = describe("broadcast", t) + " from rank " + std::to_string(root);
+    check_tensor(t, what);
+    ATTN_CHECK(0 <= root && root < world_size(), what, ": root is not a rank of a world of ",
+               world_size());
+    enter();
+    settle(ncclBroadcast(t.raw_data(), t.raw_data(), t.nbytes(), ncclUint8, root, comm_, stream_),
+           what);
+    wait(what);
+  }
+
+  void barrier() override {
+    // Our own queued collectives first (with the watchdog), then everyone meets in MPI.
+    enter();
+    wait("nccl barrier");
+    mpi_.barrier();
+  }
+
+  std::vector<double> all_reduce_host(const std::vector<double>& values) override {
+    return mpi_.all_reduce_host(values);
+  }
+
+ private:
+  std::string describe(const char* op, const Tensor& t) const {
+    return ::attn::detail::str_cat("nccl ", op, " of ",
+                                   t.defined() ? dtype_name(t.dtype()) : "undefined", " ",
+                                   t.defined() ? t.shape() : Shape{}, " on rank ", rank());
+  }
+
+  void check_tensor(const Tensor& t, const std::string& what) const {
+    ATTN_CHECK(t.defined(), what, ": the tensor is undefined");
+    ATTN_CHECK(t.device() == device_, what, ": the tensor is on ", t.device(),
+               " but this communicator works on ", device_);
+  }
+
+  void enter() {
+    ATTN_CHECK(!aborted_, "nccl: the communicator of rank ", rank(),
+               " was aborted after an earlier error");
+    CUDA_CHECK(cudaSetDevice(device_.index));
+  }
+
+  bool past(Clock::time_point start) const {
+    return timeout_s_ > 0 &&
+           std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_;
+  }
+
+  static void pause(int spins) {
+    if (spins < 1000) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& what, const std::string& why) {
+    if (comm_ != nullptr) ncclCommAbort(comm_);
+    aborted_ = true;
+    ATTN_FAIL(what, ": ", why);
+  }
+
+  // NCCL's state after an error, with its last message when it has one.
+  [[noreturn]] void fail_nccl(const std::string& what, ncclResult_t r) {
+    const char* last = ncclGetLastError(comm_);
+    fail(what, ::attn::detail::str_cat("NCCL error ", ncclGetErrorString(r),
+                                       last && *last ? ": " : "", last ? last : ""));
+  }
+
+  // A non-blocking communicator may answer ncclInProgress: poll until the call has gone
+  // through (or failed, or the deadline passed).
+  void settle(ncclResult_t r, const std::string& what) {
+    const Clock::time_point start = Clock::now();
+    for (int spins = 0; r == ncclInProgress; ++spins) {
+      if (past(start)) {
+        fail(what, ::attn::detail::str_cat("no progress in ", timeout_s_,
+                                           " s (a peer is missing or stuck; ATTN_NCCL_TIMEOUT "
+                                           "sets the limit)"));
+      }
+      pause(spins);
+      if (const ncclResult_t q = ncclCommGetAsyncError(comm_, &r); q != ncclSuccess) r = q;
+    }
+    if (r != ncclSuccess) fail_nccl(what, r);
+  }
+
+  // Waits for the stream to finish what was queued, watching for NCCL's asynchronous errors
+  // (a peer that died, a network failure) and the deadline.
+  void wait(const std::string& what) {
+    const Clock::time_point start = Clock::now();
+    for (int spins = 0;; ++spins) {
+      const cudaError_t q = cudaStreamQuery(stream_);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) {
+        ::attn::detail::throw_cuda_error(q, "cudaStreamQuery", __FILE__, __LINE__);
+      }
+      ncclResult_t async = ncclSuccess;
+      if (const ncclResult_t r = ncclCommGetAsyncError(comm_, &async); r != ncclSuccess) {
+        fail_nccl(what, r);
+      }
+      if (async != ncclSuccess && async != ncclInProgress) fail_nccl(what, async);
+      if (past(start)) {
+        fail(what, ::attn::detail::str_cat("did not finish within ", timeout_s_,
+                                           " s (a peer died or stopped calling collectives; "
+                                           "ATTN_NCCL_TIMEOUT sets the limit)"));
+      }
+      pause(spins);
+    }
+  }
+
+  MpiCommunicator mpi_;
+  Device device_;
+  double timeout_s_;
+  cudaStream_t stream_ = nullptr;
+  ncclComm_t comm_ = nullptr;
+  bool aborted_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(const LaunchInfo& launch, Device device) {
+  return std::make_unique<NcclCommunicator>(launch, device);
+}
+
+}  // namespace attn::dist
+
+#endif  // ATTN_WITH_NCCL
