@@ -281,3 +281,48 @@ TEST_CASE("bad input gets a one-line error naming what and where", "[train][erro
                         Contains("train.device is cuda"));
   }
 }
+
+TEST_CASE("validation BLEU, early stopping, max_time and checkpoint averaging", "[train]") {
+  SECTION("early stopping on a metric that stops improving") {
+    // A learning rate too small to change anything: BLEU stays where it is, so after
+    // `patience` validations without improvement the run stops.
+    const fs::path out = scratch("patience");
+    TrainResult r = do_train(copy_config(
+        out, {"train.lr=1e-12", "train.valid_metrics=[loss, bleu]", "train.best_metric=bleu",
+              "train.patience=2", "train.valid_every=2", "train.save_every=100",
+              "data.synthetic_valid_size=20"}));
+    CHECK(r.finished);
+    CHECK(r.step == 6);
+    LoadedCheckpoint ck = load_checkpoint((out / "checkpoints" / "latest").string());
+    CHECK(ck.trainer_state["bad_validations"].get<int64_t>() == 2);
+    CHECK(ck.trainer_state["best"]["metric"] == "bleu");
+  }
+  SECTION("validation BLEU of a learned copy task") {
+    const fs::path out = scratch("bleu");
+    TrainResult r = do_train(copy_config(
+        out, {"train.valid_metrics=[loss, bleu]", "train.best_metric=bleu",
+              "train.max_steps=600", "train.valid_every=600", "train.save_every=600"}));
+    CHECK(r.last_valid_bleu > 90.0);
+  }
+  SECTION("max_time bounds the run") {
+    const fs::path out = scratch("maxtime");
+    TrainResult r = do_train(copy_config(
+        out, {"train.max_steps=100000000", "train.max_time=2s", "train.valid_every=100000",
+              "train.save_every=100000"}));
+    CHECK(r.finished);
+    CHECK(r.step < 100000000);
+    // Rerunning does not train further: the bound covers the whole run, across resumes.
+    TrainResult again = do_train(copy_config(
+        out, {"train.max_steps=100000000", "train.max_time=2s", "train.valid_every=100000",
+              "train.save_every=100000"}));
+    CHECK(again.step == r.step);
+  }
+  SECTION("average_last writes an averaged checkpoint") {
+    const fs::path out = scratch("average");
+    TrainResult r = do_train(copy_config(out, {"train.max_steps=30", "train.save_every=10",
+                                               "train.keep_last=3", "train.average_last=3"}));
+    REQUIRE(!r.averaged_checkpoint.empty());
+    LoadedCheckpoint avg = load_checkpoint(r.averaged_checkpoint);
+    CHECK(avg.trainer_state["averaged_from"].size() == 3);
+  }
+}

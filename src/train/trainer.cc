@@ -320,9 +320,10 @@ class Trainer {
   TrainResult loop() {
     TrainResult result;
     const auto& t = cfg_.train;
+    update_time_up();  // a resumed run may already have used its train.max_time
     if (done()) {
-      log_->info("already trained to step {} (train.max_steps = {}); nothing to do", step_,
-                 t.max_steps);
+      log_->info("already trained to step {} (train.max_steps = {}{}); nothing to do", step_,
+                 t.max_steps, time_up() ? ", train.max_time reached" : "");
       result.step = step_;
       result.finished = true;
       result.last_checkpoint = checkpoints_->latest().value_or("");
