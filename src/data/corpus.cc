@@ -17,21 +17,22 @@ void check_utf8_line(const std::string& line, const std::string& path, int64_t l
   }
 }
 
-std::vector<std::string> read_lines(const std::string& path, const std::string& role) {
+std::string read_file_bytes(const std::string& path, const std::string& role) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) ATTN_FAIL("cannot open ", role, " '", path, "': ", std::strerror(errno));
   std::string text;
-  {
-    std::string chunk(1 << 20, '\0');
-    while (true) {
-      const size_t got = std::fread(chunk.data(), 1, chunk.size(), f.get());
-      text.append(chunk.data(), got);
-      if (got < chunk.size()) break;
-    }
-    if (std::ferror(f.get())) {
-      ATTN_FAIL("cannot read ", role, " '", path, "': ", std::strerror(errno));
-    }
+  std::string chunk(1 << 20, '\0');
+  while (true) {
+    const size_t got = std::fread(chunk.data(), 1, chunk.size(), f.get());
+    text.append(chunk.data(), got);
+    if (got < chunk.size()) break;
   }
+  if (std::ferror(f.get())) ATTN_FAIL("cannot read ", role, " '", path, "': ", std::strerror(errno));
+  return text;
+}
+
+std::vector<std::string> read_lines(const std::string& path, const std::string& role) {
+  const std::string text = read_file_bytes(path, role);
 
   std::vector<std::string> lines;
   size_t pos = 0;

@@ -23,18 +23,7 @@ std::string read_all(const std::string& path, const std::string& role) {
     ATTN_CHECK(!std::cin.bad(), "cannot read ", role, " from stdin");
     return text;
   }
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) ATTN_FAIL("cannot open ", role, " '", path, "': ", std::strerror(errno));
-  std::string text;
-  std::string chunk(1 << 20, '\0');
-  while (true) {
-    const size_t got = std::fread(chunk.data(), 1, chunk.size(), f.get());
-    text.append(chunk.data(), got);
-    if (got < chunk.size()) break;
-  }
-  if (std::ferror(f.get()))
-    ATTN_FAIL("cannot read ", role, " '", path, "': ", std::strerror(errno));
-  return text;
+  return data::read_file_bytes(path, role);
 }
 
 struct Corpus {
