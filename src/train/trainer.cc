@@ -3,9 +3,8 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <yaml-cpp/yaml.h>
-
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <chrono>
 #include <cmath>
@@ -45,7 +44,9 @@ namespace {
 
 std::atomic<int> g_stop_signal{0};
 
-extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -62,21 +63,25 @@ std::string format_duration(double s) {
   return buf;
 }
 
-Device resolve_device(const std::string& setting, spdlog::logger& log) {
+// `local_rank`: under mpirun/srun each process on a machine takes its own GPU (cuda and auto;
+// an explicit cuda:N is taken as given, for launchers that set CUDA_VISIBLE_DEVICES per rank).
+Device resolve_device(const std::string& setting, int local_rank, spdlog::logger& log) {
   // The ops have CPU kernels only until the CUDA backend lands; say so instead of failing
   // deep inside the first step.
   constexpr bool kCudaTrainingKernels = false;
   if (setting == "cpu") return Device::cpu();
   if (setting == "auto") {
     const int n = cuda_device_count();
-    if (n > 0 && kCudaTrainingKernels) return Device::cuda(0);
+    if (n > 0 && kCudaTrainingKernels) return Device::cuda(local_rank % n);
     log.info("train.device auto: {}; training on the CPU",
              !cuda_built() ? "attn was built without CUDA"
              : n == 0      ? "no CUDA device is visible"
                            : "this build has no CUDA training kernels yet");
     return Device::cpu();
   }
-  const Device d = Device::parse(setting);
+  Device d = Device::parse(setting);
+  if (setting == "cuda" && cuda_device_count() > 0)
+    d = Device::cuda(local_rank % cuda_device_count());
   ATTN_CHECK(cuda_built(), "train.device is ", setting,
              " but attn was built without CUDA; use train.device: cpu or auto");
   ATTN_CHECK(cuda_device_count() > d.index, "train.device is ", setting, " but ",
@@ -114,12 +119,14 @@ class Trainer {
     launch_ = dist::detect_launch();
     main_ = launch_.rank == 0;
     setup_run_dir();
-    device_ = resolve_device(cfg_.train.device, *log_);
+    device_ = resolve_device(cfg_.train.device, launch_.local_rank, *log_);
     comm_ = dist::make_communicator(device_, launch_);
     if (comm_->world_size() > 1) {
-      log_->info("data parallel: {} ranks ({} backend, launched by {}); data.max_tokens {} per "
-                 "rank, {} per step", comm_->world_size(), comm_->backend(), launch_.launcher,
-                 cfg_.data.max_tokens, cfg_.data.max_tokens * comm_->world_size());
+      log_->info(
+          "data parallel: {} ranks ({} backend, launched by {}); data.max_tokens {} per "
+          "rank, {} per step",
+          comm_->world_size(), comm_->backend(), launch_.launcher, cfg_.data.max_tokens,
+          cfg_.data.max_tokens * comm_->world_size());
     }
     setup_checkpoints();
     std::optional<LoadedCheckpoint> ck = find_checkpoint();
@@ -131,14 +138,17 @@ class Trainer {
       for (Tensor p : model_->parameters()) comm_->broadcast(p, 0);
     }
     write_resolved_config();
-    log_->info("model: {} parameters ({} encoder + {} decoder layers, d_model {}, {} heads, "
-               "d_ff {}, vocabulary {}{})",
-               model_->parameter_count(), cfg_.model.encoder_layers, cfg_.model.decoder_layers,
-               cfg_.model.d_model, cfg_.model.heads, cfg_.model.d_ff, vocab_size_,
-               cfg_.model.share_embeddings ? ", shared embeddings" : "");
-    log_->info("data: {} training pairs in {} batches of <= {} tokens per epoch, {} validation "
-               "pairs", train_data_.size(), batcher_->batches_per_epoch(), cfg_.data.max_tokens,
-               valid_data_.size());
+    log_->info(
+        "model: {} parameters ({} encoder + {} decoder layers, d_model {}, {} heads, "
+        "d_ff {}, vocabulary {}{})",
+        model_->parameter_count(), cfg_.model.encoder_layers, cfg_.model.decoder_layers,
+        cfg_.model.d_model, cfg_.model.heads, cfg_.model.d_ff, vocab_size_,
+        cfg_.model.share_embeddings ? ", shared embeddings" : "");
+    log_->info(
+        "data: {} training pairs in {} batches of <= {} tokens per epoch, {} validation "
+        "pairs",
+        train_data_.size(), batcher_->batches_per_epoch(), cfg_.data.max_tokens,
+        valid_data_.size());
     return loop();
   }
 
@@ -199,8 +209,10 @@ class Trainer {
       ATTN_FAIL("cannot resume from ", ck.path, ": its config is invalid: ", e.what());
     }
     const std::string diff = architecture_difference(saved, cfg_);
-    ATTN_CHECK(diff.empty(), "cannot resume from ", ck.path, ": the checkpoint is of another "
-               "architecture (", diff, "); use another train.output_dir or pass --fresh");
+    ATTN_CHECK(diff.empty(), "cannot resume from ", ck.path,
+               ": the checkpoint is of another "
+               "architecture (",
+               diff, "); use another train.output_dir or pass --fresh");
     log_->info("resuming from {}", ck.path);
     return ck;
   }
@@ -219,8 +231,7 @@ class Trainer {
       log_->info("data: synthetic {} task, vocabulary {}", d.synthetic, vocab_size_);
     } else {
       const fs::path out = cfg_.train.output_dir;
-      const std::string spm_path =
-          d.spm_model.empty() ? (out / "spm.model").string() : d.spm_model;
+      const std::string spm_path = d.spm_model.empty() ? (out / "spm.model").string() : d.spm_model;
       if (checkpoint_spm && !checkpoint_spm->empty()) {
         vocab_ = data::Vocab::from_serialized(*checkpoint_spm);  // the vocabulary trained with
       } else {
@@ -246,8 +257,8 @@ class Trainer {
                    s->from_cache ? " [cache]" : "");
       }
       ATTN_CHECK(!train_data_.empty(), "no training pairs left in ", d.train_src, " / ",
-                 d.train_tgt, " after skipping empty and over-long lines (data.max_len = ",
-                 d.max_len, ")");
+                 d.train_tgt,
+                 " after skipping empty and over-long lines (data.max_len = ", d.max_len, ")");
     }
     data::BatcherOptions bo;
     bo.max_tokens = d.max_tokens;
@@ -298,8 +309,10 @@ class Trainer {
       elapsed_before_ = s.value("elapsed_seconds", 0.0);
       if (flags_.reset_optimizer) {
         sched_offset_ = step_;
-        log_->info("--reset-optimizer: Adam state and the learning-rate schedule restart at "
-                   "step {}", step_);
+        log_->info(
+            "--reset-optimizer: Adam state and the learning-rate schedule restart at "
+            "step {}",
+            step_);
       } else {
         adam_->load_state(ck.optimizer, s.at("adam_step").get<int64_t>());
         sched_offset_ = s.value("schedule_offset", int64_t{0});
@@ -338,9 +351,8 @@ class Trainer {
       update_time_up();
       if (progress_) {
         // A one-line live display between log lines, erased before anything is logged.
-        std::fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f",
-                     static_cast<long long>(step_), static_cast<long long>(t.max_steps),
-                     w.tokens > 0 ? w.loss / w.tokens : 0.0);
+        std::fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f", static_cast<long long>(step_),
+                     static_cast<long long>(t.max_steps), w.tokens > 0 ? w.loss / w.tokens : 0.0);
         std::fflush(stderr);
       }
       if (t.check_replicas_every > 0 && step_ % t.check_replicas_every == 0)
@@ -359,8 +371,10 @@ class Trainer {
       if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
       if (const int sig = agreed_stop_signal(); sig != 0 && !end) {
         if (last_saved_step_ != step_) save(false, result);
-        log_->info("stopped by signal {} at step {}; checkpoint saved; run the same command "
-                   "to resume", sig, step_);
+        log_->info(
+            "stopped by signal {} at step {}; checkpoint saved; run the same command "
+            "to resume",
+            sig, step_);
         result.stop_signal = sig;
         break;
       }
@@ -422,9 +436,9 @@ class Trainer {
     model_->train();
     // Dropout masks are a function of (seed, rank, step): nothing to checkpoint, and every
     // rank draws different masks.
-    dropout_gen_.set_state(cfg_.train.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull *
-                                                                        (comm_->rank() + 1),
-                           static_cast<uint64_t>(step_) << 32);
+    dropout_gen_.set_state(
+        cfg_.train.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull * (comm_->rank() + 1),
+        static_cast<uint64_t>(step_) << 32);
     std::vector<data::Batch> batches;
     double tokens = 0;
     for (int64_t k = 0; k < cfg_.train.update_freq; ++k) {
@@ -476,17 +490,25 @@ class Trainer {
     const double loss = w.loss / w.tokens, nll = w.nll / w.tokens;
     const double ppl = std::exp(nll), acc = w.correct / w.tokens, gnorm = w.gnorm / w.steps;
     const double tok_s = w.tokens / secs;
-    log_->info("step {}/{} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}% | lr {:.3e} | "
-               "gnorm {:.3f} | {:.0f} tgt tok/s | epoch {} | elapsed {} | ETA {}",
-               step_, t.max_steps, loss, nll, ppl, 100 * acc, lr_, gnorm, tok_s,
-               batcher_->epoch() + 1, format_duration(elapsed_before_ + run_secs),
-               format_duration(eta));
-    if (main_) metrics_ << json{{"type", "train"},   {"step", step_},   {"loss", loss}, {"nll", nll},
-                     {"ppl", ppl},        {"accuracy", acc}, {"lr", lr_},    {"gnorm", gnorm},
-                     {"tgt_tokens_per_s", tok_s}, {"epoch", batcher_->epoch()},
-                     {"elapsed_s", elapsed_before_ + run_secs}}
-                    .dump()
-             << "\n";
+    log_->info(
+        "step {}/{} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}% | lr {:.3e} | "
+        "gnorm {:.3f} | {:.0f} tgt tok/s | epoch {} | elapsed {} | ETA {}",
+        step_, t.max_steps, loss, nll, ppl, 100 * acc, lr_, gnorm, tok_s, batcher_->epoch() + 1,
+        format_duration(elapsed_before_ + run_secs), format_duration(eta));
+    if (main_)
+      metrics_ << json{{"type", "train"},
+                       {"step", step_},
+                       {"loss", loss},
+                       {"nll", nll},
+                       {"ppl", ppl},
+                       {"accuracy", acc},
+                       {"lr", lr_},
+                       {"gnorm", gnorm},
+                       {"tgt_tokens_per_s", tok_s},
+                       {"epoch", batcher_->epoch()},
+                       {"elapsed_s", elapsed_before_ + run_secs}}
+                      .dump()
+               << "\n";
     metrics_.flush();
     w = Window();
   }
@@ -643,6 +665,8 @@ void install_stop_signal_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-void request_stop(int signal_number) { g_stop_signal.store(signal_number); }
+void request_stop(int signal_number) {
+  g_stop_signal.store(signal_number);
+}
 
 }  // namespace attn::train
