@@ -3,6 +3,8 @@
 // cross-attention weights (checked by rebuilding the model's logits from them).
 #include <algorithm>
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cmath>
 #include <map>
 #include <string>
@@ -30,21 +32,7 @@ using Catch::Contains;
 namespace {
 
 nn::TransformerConfig small_config(int64_t vocab, bool pre_norm = false, bool share = true) {
-  nn::TransformerConfig c;
-  c.src_vocab = vocab;
-  c.tgt_vocab = vocab;
-  c.d_model = 16;
-  c.heads = 4;
-  c.d_ff = 24;
-  c.encoder_layers = 2;
-  c.decoder_layers = 2;
-  // Dropout on, so that a search left in training mode would show.
-  c.dropout = 0.1;
-  c.attention_dropout = 0.1;
-  c.relu_dropout = 0.1;
-  c.pre_norm = pre_norm;
-  c.share_embeddings = share;
-  return c;
+  return testing::tiny_transformer_config(vocab, vocab, pre_norm, share);
 }
 
 Tensor ints(const std::vector<int32_t>& v, const Shape& shape) {

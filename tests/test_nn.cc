@@ -3,6 +3,8 @@
 // greedy search, and a tiny model overfitting one batch.
 #include <algorithm>
 #include <catch2/catch.hpp>
+
+#include "test_util.h"
 #include <cmath>
 #include <map>
 #include <string>
@@ -23,20 +25,7 @@ using Catch::Contains;
 namespace {
 
 TransformerConfig tiny_config(bool pre_norm = false, bool share = true) {
-  TransformerConfig c;
-  c.src_vocab = 13;
-  c.tgt_vocab = share ? 13 : 11;
-  c.d_model = 16;
-  c.heads = 4;
-  c.d_ff = 24;
-  c.encoder_layers = 2;
-  c.decoder_layers = 2;
-  c.dropout = 0.1;
-  c.attention_dropout = 0.1;
-  c.relu_dropout = 0.1;
-  c.pre_norm = pre_norm;
-  c.share_embeddings = share;
-  return c;
+  return testing::tiny_transformer_config(13, share ? 13 : 11, pre_norm, share);
 }
 
 Tensor ints(const std::vector<int32_t>& v, const Shape& shape) {

@@ -119,6 +119,9 @@ TEST_CASE("devices parse and CPU-only builds fail clearly on CUDA", "[tensor][de
   } else if (cuda_device_count() == 0) {
     REQUIRE_THROWS_WITH(Tensor::zeros({2}, kF32, Device::cuda(0)),
                         Catch::Contains("no CUDA device"));
+  } else {
+    CHECK(Tensor::zeros({2}, kF32, Device::cuda(0)).to(Device::cpu()).to_double_vector() ==
+          std::vector<double>{0, 0});
   }
 }
 

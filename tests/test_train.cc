@@ -18,6 +18,7 @@
 #include "io/safetensors.h"
 #include "nn/greedy.h"
 #include "nn/transformer.h"
+#include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/model_config.h"
 #include "train/trainer.h"
@@ -27,13 +28,11 @@ using namespace attn::train;
 using Catch::Contains;
 namespace fs = std::filesystem;
 
-extern char** environ;
-
 namespace {
 
 fs::path scratch(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() /
-                     ("attn_test_train_" + std::to_string(::getpid())) / name;
+  const fs::path p =
+      fs::temp_directory_path() / ("attn_test_train_" + std::to_string(::getpid())) / name;
   fs::remove_all(p);
   fs::create_directories(p.parent_path());
   return p;
@@ -56,26 +55,11 @@ std::vector<double> train_losses(const fs::path& out) {
   return v;
 }
 
-// Runs the attn binary with `args` and optional extra environment; returns the wait status.
+// Runs the attn binary (stdout and stderr discarded) with extra environment entries; returns
+// the wait status, or 0 and the pid in *pid_out without waiting.
 int run_attn(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
              pid_t* pid_out = nullptr) {
-  std::vector<std::string> all = {ATTN_BINARY};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<std::string> envs;
-  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
-  for (auto& e : env) envs.push_back(e);
-  std::vector<char*> envp;
-  for (auto& e : envs) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid;
-  REQUIRE(posix_spawn(&pid, ATTN_BINARY, &fa, nullptr, argv.data(), envp.data()) == 0);
-  posix_spawn_file_actions_destroy(&fa);
+  const pid_t pid = attn::testing::spawn_attn(args, env, "/dev/null", "/dev/null", "/dev/null");
   if (pid_out) {
     *pid_out = pid;
     return 0;
@@ -85,9 +69,13 @@ int run_attn(const std::vector<std::string>& args, const std::vector<std::string
   return status;
 }
 
-TrainResult do_train(const Config& c, const TrainFlags& f = {}) { return attn::train::train(c, f); }
+TrainResult do_train(const Config& c, const TrainFlags& f = {}) {
+  return attn::train::train(c, f);
+}
 
-std::string config_path() { return std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml"; }
+std::string config_path() {
+  return std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml";
+}
 
 }  // namespace
 
@@ -151,10 +139,17 @@ TEST_CASE("resume is exact: N steps equal N/2 + resume + N/2", "[train]") {
 
 TEST_CASE("a run killed during a checkpoint write leaves latest loadable", "[train]") {
   const fs::path out = scratch("killed");
-  const std::vector<std::string> args = {"train", "-c", config_path(), "--set",
-                                         "train.output_dir=" + out.string(), "--set",
-                                         "train.max_steps=20", "--set", "train.save_every=10",
-                                         "--set", "train.valid_every=10"};
+  const std::vector<std::string> args = {"train",
+                                         "-c",
+                                         config_path(),
+                                         "--set",
+                                         "train.output_dir=" + out.string(),
+                                         "--set",
+                                         "train.max_steps=20",
+                                         "--set",
+                                         "train.save_every=10",
+                                         "--set",
+                                         "train.valid_every=10"};
   int st = run_attn(args);
   REQUIRE(WIFEXITED(st));
   REQUIRE(WEXITSTATUS(st) == 0);
@@ -183,21 +178,27 @@ TEST_CASE("a run killed during a checkpoint write leaves latest loadable", "[tra
   }
   // And the run resumes and finishes.
   auto finish = more;
-  finish[6] = "train.max_steps=" + std::to_string(
-      load_checkpoint((out / "checkpoints" / "latest").string()).trainer_state["step"]
-          .get<int64_t>() + 5);
+  finish[6] =
+      "train.max_steps=" + std::to_string(load_checkpoint((out / "checkpoints" / "latest").string())
+                                              .trainer_state["step"]
+                                              .get<int64_t>() +
+                                          5);
   st = run_attn(finish);
   REQUIRE(WIFEXITED(st));
   CHECK(WEXITSTATUS(st) == 0);
-  for (auto& e : fs::directory_iterator(out / "checkpoints"))
-    CHECK(e.path().extension() != ".tmp");
+  for (auto& e : fs::directory_iterator(out / "checkpoints")) CHECK(e.path().extension() != ".tmp");
 }
 
 TEST_CASE("SIGTERM saves a checkpoint and exits with 128+15; rerun resumes", "[train]") {
   const fs::path out = scratch("sigterm");
-  const std::vector<std::string> args = {"train", "-c", config_path(), "--set",
-                                         "train.output_dir=" + out.string(), "--set",
-                                         "train.max_steps=1000000", "--set",
+  const std::vector<std::string> args = {"train",
+                                         "-c",
+                                         config_path(),
+                                         "--set",
+                                         "train.output_dir=" + out.string(),
+                                         "--set",
+                                         "train.max_steps=1000000",
+                                         "--set",
                                          "train.save_every=100000"};
   pid_t pid;
   run_attn(args, {}, &pid);
@@ -220,10 +221,10 @@ TEST_CASE("SIGTERM saves a checkpoint and exits with 128+15; rerun resumes", "[t
 TEST_CASE("bad input gets a one-line error naming what and where", "[train][errors]") {
   SECTION("missing corpus file") {
     const fs::path out = scratch("missing");
-    Config c = copy_config(out, {"data.synthetic=", "data.train_src=/nonexistent/train.en",
-                                 "data.train_tgt=/nonexistent/train.de",
-                                 "data.valid_src=/nonexistent/v.en",
-                                 "data.valid_tgt=/nonexistent/v.de"});
+    Config c =
+        copy_config(out, {"data.synthetic=", "data.train_src=/nonexistent/train.en",
+                          "data.train_tgt=/nonexistent/train.de",
+                          "data.valid_src=/nonexistent/v.en", "data.valid_tgt=/nonexistent/v.de"});
     REQUIRE_THROWS_WITH(do_train(c), Contains("/nonexistent/train.en"));
   }
   SECTION("corpora of unequal length") {
@@ -231,13 +232,13 @@ TEST_CASE("bad input gets a one-line error naming what and where", "[train][erro
     fs::create_directories(out);
     std::ofstream(out / "a.en") << "one\ntwo\nthree\n";
     std::ofstream(out / "a.de") << "eins\nzwei\n";
-    Config c = copy_config(out, {"data.synthetic=", "data.train_src=" + (out / "a.en").string(),
-                                 "data.train_tgt=" + (out / "a.de").string(),
-                                 "data.valid_src=" + (out / "a.en").string(),
-                                 "data.valid_tgt=" + (out / "a.de").string(),
-                                 "data.vocab_size=16"});
-    REQUIRE_THROWS_WITH(do_train(c), Contains("differ in length") && Contains("a.en") &&
-                                      Contains("a.de"));
+    Config c =
+        copy_config(out, {"data.synthetic=", "data.train_src=" + (out / "a.en").string(),
+                          "data.train_tgt=" + (out / "a.de").string(),
+                          "data.valid_src=" + (out / "a.en").string(),
+                          "data.valid_tgt=" + (out / "a.de").string(), "data.vocab_size=16"});
+    REQUIRE_THROWS_WITH(do_train(c),
+                        Contains("differ in length") && Contains("a.en") && Contains("a.de"));
   }
   SECTION("invalid UTF-8") {
     const fs::path out = scratch("utf8");
@@ -248,8 +249,8 @@ TEST_CASE("bad input gets a one-line error naming what and where", "[train][erro
                                  "data.train_tgt=" + (out / "b.de").string(),
                                  "data.valid_src=" + (out / "b.en").string(),
                                  "data.valid_tgt=" + (out / "b.de").string()});
-    REQUIRE_THROWS_WITH(do_train(c), Contains("invalid UTF-8") && Contains("b.en") &&
-                                      Contains("line 2"));
+    REQUIRE_THROWS_WITH(do_train(c),
+                        Contains("invalid UTF-8") && Contains("b.en") && Contains("line 2"));
   }
   SECTION("checkpoint of another architecture") {
     const fs::path out = scratch("arch");
@@ -263,13 +264,14 @@ TEST_CASE("bad input gets a one-line error naming what and where", "[train][erro
     do_train(copy_config(out, {"train.max_steps=2", "train.valid_every=1"}));
     const fs::path model = out / "checkpoints" / "latest" / "model.safetensors";
     fs::resize_file(model, fs::file_size(model) / 2);
-    REQUIRE_THROWS_WITH(do_train(copy_config(out, {"train.max_steps=4"})),
-                        Contains("cannot resume") && Contains("model.safetensors") &&
-                            Contains("--fresh"));
+    REQUIRE_THROWS_WITH(
+        do_train(copy_config(out, {"train.max_steps=4"})),
+        Contains("cannot resume") && Contains("model.safetensors") && Contains("--fresh"));
     // --fresh keeps the damaged checkpoints aside and starts over.
     TrainFlags fresh;
     fresh.fresh = true;
-    CHECK(do_train(copy_config(out, {"train.max_steps=2", "train.valid_every=1"}), fresh).step == 2);
+    CHECK(do_train(copy_config(out, {"train.max_steps=2", "train.valid_every=1"}), fresh).step ==
+          2);
     bool kept = false;
     for (auto& e : fs::directory_iterator(out))
       kept |= e.path().filename().string().rfind("checkpoints.old-", 0) == 0;
@@ -287,10 +289,10 @@ TEST_CASE("validation BLEU, early stopping, max_time and checkpoint averaging", 
     // A learning rate too small to change anything: BLEU stays where it is, so after
     // `patience` validations without improvement the run stops.
     const fs::path out = scratch("patience");
-    TrainResult r = do_train(copy_config(
-        out, {"train.lr=1e-12", "train.valid_metrics=[loss, bleu]", "train.best_metric=bleu",
-              "train.patience=2", "train.valid_every=2", "train.save_every=100",
-              "data.synthetic_valid_size=20"}));
+    TrainResult r = do_train(
+        copy_config(out, {"train.lr=1e-12", "train.valid_metrics=[loss, bleu]",
+                          "train.best_metric=bleu", "train.patience=2", "train.valid_every=2",
+                          "train.save_every=100", "data.synthetic_valid_size=20"}));
     CHECK(r.finished);
     CHECK(r.step == 6);
     LoadedCheckpoint ck = load_checkpoint((out / "checkpoints" / "latest").string());
@@ -299,22 +301,22 @@ TEST_CASE("validation BLEU, early stopping, max_time and checkpoint averaging", 
   }
   SECTION("validation BLEU of a learned copy task") {
     const fs::path out = scratch("bleu");
-    TrainResult r = do_train(copy_config(
-        out, {"train.valid_metrics=[loss, bleu]", "train.best_metric=bleu",
-              "train.max_steps=600", "train.valid_every=600", "train.save_every=600"}));
+    TrainResult r = do_train(
+        copy_config(out, {"train.valid_metrics=[loss, bleu]", "train.best_metric=bleu",
+                          "train.max_steps=600", "train.valid_every=600", "train.save_every=600"}));
     CHECK(r.last_valid_bleu > 90.0);
   }
   SECTION("max_time bounds the run") {
     const fs::path out = scratch("maxtime");
-    TrainResult r = do_train(copy_config(
-        out, {"train.max_steps=100000000", "train.max_time=2s", "train.valid_every=100000",
-              "train.save_every=100000"}));
+    TrainResult r =
+        do_train(copy_config(out, {"train.max_steps=100000000", "train.max_time=2s",
+                                   "train.valid_every=100000", "train.save_every=100000"}));
     CHECK(r.finished);
     CHECK(r.step < 100000000);
     // Rerunning does not train further: the bound covers the whole run, across resumes.
-    TrainResult again = do_train(copy_config(
-        out, {"train.max_steps=100000000", "train.max_time=2s", "train.valid_every=100000",
-              "train.save_every=100000"}));
+    TrainResult again =
+        do_train(copy_config(out, {"train.max_steps=100000000", "train.max_time=2s",
+                                   "train.valid_every=100000", "train.save_every=100000"}));
     CHECK(again.step == r.step);
   }
   SECTION("average_last writes an averaged checkpoint") {

@@ -8,8 +8,29 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "nn/config.h"
 
 namespace attn::testing {
+
+// A tiny Transformer (d_model 16, 4 heads, 2+2 layers) with every dropout at 0.1, so that a
+// code path left in training mode shows up in comparisons.
+inline nn::TransformerConfig tiny_transformer_config(int64_t src_vocab, int64_t tgt_vocab,
+                                                     bool pre_norm = false, bool share = true) {
+  nn::TransformerConfig c;
+  c.src_vocab = src_vocab;
+  c.tgt_vocab = tgt_vocab;
+  c.d_model = 16;
+  c.heads = 4;
+  c.d_ff = 24;
+  c.encoder_layers = 2;
+  c.decoder_layers = 2;
+  c.dropout = 0.1;
+  c.attention_dropout = 0.1;
+  c.relu_dropout = 0.1;
+  c.pre_norm = pre_norm;
+  c.share_embeddings = share;
+  return c;
+}
 
 // The message of the attn::Error that f throws (fails the test if it throws nothing).
 inline std::string error_of(const std::function<void()>& f) {
@@ -50,6 +71,33 @@ struct CommandResult {
   int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
 };
 
+// Starts the attn binary with `args` and extra environment entries ("NAME=value"), with
+// stdin, stdout and stderr opened from/to the given paths; returns its pid.
+inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                        const std::string& in, const std::string& out, const std::string& err) {
+  std::vector<std::string> all = {ATTN_BINARY};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) envs.emplace_back(*e);
+  envs.insert(envs.end(), env.begin(), env.end());
+  std::vector<char*> envp;
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, in.c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid;
+  const int rc = posix_spawn(&pid, ATTN_BINARY, &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
 // Runs the attn binary with `args`, feeding `input` on stdin, capturing stdout and stderr.
 inline CommandResult run_attn_capture(const std::vector<std::string>& args,
                                       const std::string& input = "") {
@@ -58,20 +106,7 @@ inline CommandResult run_attn_capture(const std::vector<std::string>& args,
   fs::create_directories(dir);
   const fs::path in = dir / "in", out = dir / "out", err = dir / "err";
   std::ofstream(in, std::ios::binary) << input;
-  std::vector<std::string> all = {ATTN_BINARY};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, in.c_str(), O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid;
-  const int rc = posix_spawn(&pid, ATTN_BINARY, &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
+  const pid_t pid = spawn_attn(args, {}, in.string(), out.string(), err.string());
   CommandResult r;
   waitpid(pid, &r.status, 0);
   auto slurp = [](const fs::path& p) {

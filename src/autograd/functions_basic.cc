@@ -210,8 +210,8 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
 
 Tensor cast(const Tensor& x, DType dtype) {
   ops::check_defined("cast", "x", x);
-  Tensor out = x.detach().to(dtype);
-  if (out.same(x.detach()) || out.impl()->storage == x.impl()->storage) out = x.detach().clone();
+  // to() returns its input for the same dtype; the result must be a tensor of its own.
+  Tensor out = dtype == x.dtype() ? x.detach().clone() : x.detach().to(dtype);
   if (!is_floating(dtype)) return out;  // integer results carry no gradient
   record_fn(out, OpId::cast, {x},
             [from = x.dtype()](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });

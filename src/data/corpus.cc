@@ -18,7 +18,10 @@ void check_utf8_line(const std::string& line, const std::string& path, int64_t l
 }
 
 std::string read_file_bytes(const std::string& path, const std::string& role) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  // "-" is standard input, read the same way (and checked the same way) as a file.
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(
+      path == "-" ? stdin : std::fopen(path.c_str(), "rb"),
+      path == "-" ? +[](std::FILE*) { return 0; } : &std::fclose);
   if (!f) ATTN_FAIL("cannot open ", role, " '", path, "': ", std::strerror(errno));
   std::string text;
   std::string chunk(1 << 20, '\0');
@@ -27,7 +30,8 @@ std::string read_file_bytes(const std::string& path, const std::string& role) {
     text.append(chunk.data(), got);
     if (got < chunk.size()) break;
   }
-  if (std::ferror(f.get())) ATTN_FAIL("cannot read ", role, " '", path, "': ", std::strerror(errno));
+  if (std::ferror(f.get()))
+    ATTN_FAIL("cannot read ", role, " '", path, "': ", std::strerror(errno));
   return text;
 }
 
@@ -44,7 +48,8 @@ std::vector<std::string> read_lines(const std::string& path, const std::string& 
     size_t stop = end;
     if (stop > pos && text[stop - 1] == '\r') --stop;
     lines.emplace_back(text, pos, stop - pos);
-    check_utf8_line(lines.back(), path, static_cast<int64_t>(lines.size()));
+    check_utf8_line(lines.back(), path == "-" ? "<stdin>" : path,
+                    static_cast<int64_t>(lines.size()));
     pos = end + 1;
   }
   return lines;

@@ -15,7 +15,8 @@ struct ParallelText {
 // without '\n' counts; a leading byte-order mark is dropped). `role` names the file in
 // errors: "cannot open source corpus 'x': No such file or directory",
 // "invalid UTF-8 in 'x' line 17, byte 5 (overlong encoding)" (line and byte are 1-based).
-// The whole file as bytes; errors name the role ("source corpus") and the path.
+// The whole file as bytes ("-" = standard input); errors name the role ("source corpus")
+// and the path.
 std::string read_file_bytes(const std::string& path, const std::string& role = "file");
 
 std::vector<std::string> read_lines(const std::string& path, const std::string& role = "file");

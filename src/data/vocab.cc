@@ -270,4 +270,11 @@ uint64_t Vocab::fingerprint() const {
   return fingerprint_;
 }
 
+std::string detokenize(const Vocab& vocab, std::span<const int32_t> ids) {
+  if (vocab.loaded()) return vocab.decode(std::vector<int32_t>(ids.begin(), ids.end()));
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
+  return s;
+}
+
 }  // namespace attn::data

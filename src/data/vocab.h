@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -70,5 +71,9 @@ class Vocab {
   std::shared_ptr<const sentencepiece::SentencePieceProcessor> sp_;
   uint64_t fingerprint_ = 0;
 };
+
+// Text for ids: SentencePiece decoding when `vocab` is loaded, else the ids joined by spaces
+// (synthetic-task models, whose "text" is ids).
+std::string detokenize(const Vocab& vocab, std::span<const int32_t> ids);
 
 }  // namespace attn::data

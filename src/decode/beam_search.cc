@@ -9,7 +9,7 @@
 
 #include "core/grad_mode.h"
 #include "decode/cross_attention.h"
-#include "decode/eval_mode.h"
+#include "nn/module.h"
 #include "ops/index.h"
 
 namespace attn::decode {
@@ -85,7 +85,7 @@ std::vector<std::vector<Hypothesis>> beam_search(nn::Transformer& model, const T
   const int64_t vocab = model.config().tgt_vocab;
   opt.validate(vocab);
   NoGradGuard no_grad;
-  EvalModeGuard eval(model);
+  nn::EvalModeGuard eval(model);
 
   Tensor memory = model.encode(src, src_lengths);
   const int64_t batch = memory.size(0);

@@ -8,7 +8,7 @@
 
 #include "autograd/functions.h"
 #include "core/grad_mode.h"
-#include "decode/eval_mode.h"
+#include "nn/module.h"
 #include "nn/attention.h"
 #include "nn/layers.h"
 #include "nn/transformer_layers.h"
@@ -50,7 +50,7 @@ std::vector<Tensor> cross_attention_weights_from_memory(
   std::vector<Tensor> out;
   if (batch == 0) return out;
   NoGradGuard no_grad;
-  EvalModeGuard eval(model);
+  nn::EvalModeGuard eval(model);
 
   auto decoder = child<nn::Decoder>(model, "", "decoder");
   const auto& layers = decoder->layers();
@@ -127,7 +127,7 @@ std::vector<Tensor> cross_attention_weights(nn::Transformer& model, const Tensor
                                             const std::vector<std::vector<int32_t>>& targets,
                                             int32_t bos, int32_t pad) {
   NoGradGuard no_grad;
-  EvalModeGuard eval(model);
+  nn::EvalModeGuard eval(model);
   return cross_attention_weights_from_memory(model, model.encode(src, src_lengths), src_lengths,
                                              targets, bos, pad);
 }

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -16,15 +15,6 @@
 
 namespace attn::eval {
 namespace {
-
-std::string read_all(const std::string& path, const std::string& role) {
-  if (path == "-") {
-    std::string text{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
-    ATTN_CHECK(!std::cin.bad(), "cannot read ", role, " from stdin");
-    return text;
-  }
-  return data::read_file_bytes(path, role);
-}
 
 struct Corpus {
   std::vector<std::string> hyps;
@@ -53,7 +43,7 @@ nlohmann::ordered_json array_json(const std::array<T, N>& a) {
 }  // namespace
 
 std::vector<std::string> read_lines_checked(const std::string& path, const std::string& role) {
-  const std::string text = read_all(path, role);
+  const std::string text = data::read_file_bytes(path, role);
   const std::string name = path == "-" ? "<stdin>" : path;
   std::vector<std::string> lines;
   for (size_t pos = 0; pos < text.size();) {

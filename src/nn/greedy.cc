@@ -4,23 +4,6 @@
 
 namespace attn::nn {
 
-namespace {
-
-// Restores the model's training flag however decoding ends.
-class EvalModeGuard {
- public:
-  explicit EvalModeGuard(Module& m) : module_(m), was_training_(m.is_training()) { m.eval(); }
-  ~EvalModeGuard() { module_.train(was_training_); }
-  EvalModeGuard(const EvalModeGuard&) = delete;
-  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
-
- private:
-  Module& module_;
-  bool was_training_;
-};
-
-}  // namespace
-
 std::vector<std::vector<int32_t>> greedy_decode(Transformer& model, const Tensor& src,
                                                 const Tensor& src_lengths, int32_t bos, int32_t eos,
                                                 int64_t max_len) {

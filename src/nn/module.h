@@ -100,4 +100,18 @@ class ModuleList : public Module {
   std::vector<std::shared_ptr<M>> items_;
 };
 
+// Eval mode (no dropout) for a scope; the module's training flag is restored however the
+// scope ends (decoding, validation).
+class EvalModeGuard {
+ public:
+  explicit EvalModeGuard(Module& m) : module_(m), was_training_(m.is_training()) { m.eval(); }
+  ~EvalModeGuard() { module_.train(was_training_); }
+  EvalModeGuard(const EvalModeGuard&) = delete;
+  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
+
+ private:
+  Module& module_;
+  bool was_training_;
+};
+
 }  // namespace attn::nn

@@ -3,6 +3,7 @@
 #include "kernels/gemm.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
+#include "ops/reduce.h"
 
 namespace attn::ops {
 
@@ -45,8 +46,8 @@ Plan plan(const char* op, const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return p;
 }
 
-void run(const char* op, const Plan& p, const Tensor& a, const Tensor& b, double alpha,
-         double beta, Tensor& out) {
+void run(const char* op, const Plan& p, const Tensor& a, const Tensor& b, double alpha, double beta,
+         Tensor& out) {
   dispatch_float(
       op, a,
       [&](auto t) {
@@ -86,33 +87,20 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                bias.shape(), " but weight has shape ", w.shape());
   }
   const int64_t in = w.size(1), out_f = w.size(0);
-  const int64_t rows = in ? x.numel() / in : shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const int64_t rows =
+      in ? x.numel() / in : shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
-  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   kernels::GemmShape g;
   g.m = rows;
   g.n = out_f;
   g.k = in;
   g.trans_b = true;
-  double beta = 0.0;
-  if (bias.defined()) {
-    // Broadcast the bias into every row, then accumulate the product on top.
-    Tensor ones = Tensor::ones({rows, 1}, x.dtype(), x.device());
-    Tensor bias_row = bias.detach().view({1, out_f});
-    kernels::GemmShape gb;
-    gb.m = rows;
-    gb.n = out_f;
-    gb.k = 1;
-    dispatch_float(
-        "linear", x,
-        [&](auto t) {
-          using T = typename decltype(t)::type;
-          kernels::gemm_cpu<T>(gb, 1.0, ones.data<T>(), bias_row.data<T>(), 0.0, out.data<T>());
-        },
-        kNoCuda);
-    beta = 1.0;
-  }
+  // With a bias, every output row starts as the bias and the product accumulates onto it.
+  Tensor out = bias.defined()
+                   ? expand_dim(bias.detach().view({1, out_f}), {rows, out_f}, 0).view(out_shape)
+                   : Tensor::empty(out_shape, x.dtype(), x.device());
+  const double beta = bias.defined() ? 1.0 : 0.0;
   dispatch_float(
       "linear", x,
       [&](auto t) {

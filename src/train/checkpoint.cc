@@ -3,17 +3,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <csignal>
-#include <cstdlib>
-
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "data/corpus.h"
 #include "io/safetensors.h"
 
 namespace attn::train {
@@ -82,14 +81,6 @@ void write_file_synced(const std::string& path, const std::string& content) {
     ATTN_CHECK(out.good(), "writing '", path, "' failed (disk full?)");
   }
   fsync_path(path, false);
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  ATTN_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 CheckpointManager::CheckpointManager(std::string dir, int64_t keep_last)
@@ -182,10 +173,9 @@ LoadedCheckpoint load_checkpoint(const std::string& path) {
   ATTN_CHECK(fs::is_directory(dir, ec), "checkpoint '", path, "' does not exist");
   LoadedCheckpoint ck;
   ck.path = dir.string();
-  for (const char* f : {"model.safetensors", "optimizer.safetensors", "trainer_state.json",
-                        "config.yaml"}) {
-    ATTN_CHECK(fs::exists(dir / f), "checkpoint '", ck.path, "' is incomplete: ", f,
-               " is missing");
+  for (const char* f :
+       {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.yaml"}) {
+    ATTN_CHECK(fs::exists(dir / f), "checkpoint '", ck.path, "' is incomplete: ", f, " is missing");
   }
   auto model = io::load_safetensors((dir / "model.safetensors").string());
   ck.model = std::move(model.tensors);
@@ -193,12 +183,13 @@ LoadedCheckpoint load_checkpoint(const std::string& path) {
   ck.optimizer = std::move(opt.tensors);
   const std::string state_path = (dir / "trainer_state.json").string();
   try {
-    ck.trainer_state = nlohmann::json::parse(read_file(state_path));
+    ck.trainer_state = nlohmann::json::parse(data::read_file_bytes(state_path, "checkpoint state"));
   } catch (const nlohmann::json::exception& e) {
     ATTN_FAIL("checkpoint state '", state_path, "' is corrupt: ", e.what());
   }
-  ck.config_yaml = read_file((dir / "config.yaml").string());
-  if (fs::exists(dir / "spm.model")) ck.spm_model = read_file((dir / "spm.model").string());
+  ck.config_yaml = data::read_file_bytes((dir / "config.yaml").string(), "checkpoint config");
+  if (fs::exists(dir / "spm.model"))
+    ck.spm_model = data::read_file_bytes((dir / "spm.model").string(), "checkpoint vocabulary");
   return ck;
 }
 

@@ -61,6 +61,5 @@ LoadedCheckpoint load_checkpoint(const std::string& path);
 
 // Writes `content` to `path` and fsyncs it; errors name the path.
 void write_file_synced(const std::string& path, const std::string& content);
-std::string read_file(const std::string& path);
 
 }  // namespace attn::train

@@ -333,7 +333,9 @@ class Trainer {
   TrainResult loop() {
     TrainResult result;
     const auto& t = cfg_.train;
-    update_time_up();  // a resumed run may already have used its train.max_time
+    // A resumed run may already have used its train.max_time; a signal received during
+    // set-up stays pending for the first step.
+    if (const int sig = agree_after_step()) g_stop_signal.store(sig);
     if (done()) {
       log_->info("already trained to step {} (train.max_steps = {}{}); nothing to do", step_,
                  t.max_steps, time_up() ? ", train.max_time reached" : "");
@@ -348,7 +350,7 @@ class Trainer {
     while (!done()) {
       train_step(w);
       ++step_;
-      update_time_up();
+      const int stop_signal = agree_after_step();
       if (progress_) {
         // A one-line live display between log lines, erased before anything is logged.
         std::fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f", static_cast<long long>(step_),
@@ -369,7 +371,7 @@ class Trainer {
         end = done();  // early stopping is decided by the validation
       }
       if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
-      if (const int sig = agreed_stop_signal(); sig != 0 && !end) {
+      if (const int sig = stop_signal; sig != 0 && !end) {
         if (last_saved_step_ != step_) save(false, result);
         log_->info(
             "stopped by signal {} at step {}; checkpoint saved; run the same command "
@@ -405,21 +407,20 @@ class Trainer {
 
   double elapsed_total() const { return elapsed_before_ + seconds_since(run_start_); }
   bool time_up() const { return time_up_; }
-  // Rank 0's clock decides, so that every rank stops at the same step.
-  void update_time_up() {
-    bool up = max_time_s_ > 0 && elapsed_total() >= max_time_s_;
-    if (comm_->world_size() > 1 && max_time_s_ > 0)
-      up = comm_->all_reduce_host({comm_->rank() == 0 && up ? 1.0 : 0.0})[0] > 0;
-    time_up_ = up;
-  }
 
-  // Ranks must stop at the same step (each may have received the signal at another one).
-  int agreed_stop_signal() {
+  // After each step, in one host all-reduce, the ranks agree on whether train.max_time is up
+  // (rank 0's clock decides) and on a stop signal any of them received, so that all stop at
+  // the same step. Returns the signal (0 if none).
+  int agree_after_step() {
     int sig = g_stop_signal.exchange(0);
+    bool up = max_time_s_ > 0 && elapsed_total() >= max_time_s_;
     if (comm_->world_size() > 1) {
-      const auto r = comm_->all_reduce_host({static_cast<double>(sig), sig ? 1.0 : 0.0});
+      const auto r = comm_->all_reduce_host(
+          {static_cast<double>(sig), sig ? 1.0 : 0.0, comm_->rank() == 0 && up ? 1.0 : 0.0});
       if (r[1] > 0 && sig == 0) sig = static_cast<int>(r[0] / r[1]);
+      up = r[2] > 0;
     }
+    time_up_ = up;
     return sig;
   }
 
@@ -515,20 +516,21 @@ class Trainer {
 
   // Returns true when this validation is the best so far.
   bool validate(TrainResult& result) {
-    NoGradGuard no_grad;
-    model_->eval();
     double loss = 0, nll = 0, tokens = 0, correct = 0;
-    for (const data::Batch& b : valid_batches_) {
-      Tensor logits = model_->forward(b.src, b.src_lengths, b.tgt_in);
-      CrossEntropyResult ce =
-          cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.view({-1}),
-                        cfg_.train.label_smoothing, data::kPadId);
-      loss += ce.loss.item();
-      nll += ce.nll.item();
-      correct += ce.ncorrect.item();
-      tokens += static_cast<double>(b.tgt_tokens);
+    {
+      NoGradGuard no_grad;
+      nn::EvalModeGuard eval(*model_);
+      for (const data::Batch& b : valid_batches_) {
+        Tensor logits = model_->forward(b.src, b.src_lengths, b.tgt_in);
+        CrossEntropyResult ce =
+            cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.view({-1}),
+                          cfg_.train.label_smoothing, data::kPadId);
+        loss += ce.loss.item();
+        nll += ce.nll.item();
+        correct += ce.ncorrect.item();
+        tokens += static_cast<double>(b.tgt_tokens);
+      }
     }
-    model_->train();
     if (tokens == 0) return false;
     const double vl = loss / tokens, vnll = nll / tokens, acc = correct / tokens;
     json record = {{"type", "valid"}, {"step", step_},         {"loss", vl},
@@ -571,13 +573,7 @@ class Trainer {
     bo.alpha = cfg_.decode.alpha;
     bo.max_len_a = cfg_.decode.max_len_a;
     bo.max_len_b = cfg_.decode.max_len_b;
-    auto text = [&](std::span<const int32_t> ids) {
-      std::vector<int32_t> v(ids.begin(), ids.end());
-      if (vocab_.loaded()) return vocab_.decode(v);
-      std::string s;
-      for (size_t i = 0; i < v.size(); ++i) s += (i ? " " : "") + std::to_string(v[i]);
-      return s;
-    };
+    auto text = [&](std::span<const int32_t> ids) { return data::detokenize(vocab_, ids); };
     std::vector<std::string> hyps, refs;
     for (const data::Batch& b : valid_batches_) {
       const auto results = decode::beam_search(*model_, b.src, b.src_lengths, bo);
@@ -613,7 +609,6 @@ class Trainer {
     d.config_yaml = to_yaml(cfg_);
     if (vocab_.loaded()) d.spm_model = vocab_.serialized();
     result.last_checkpoint = checkpoints_->save(step_, d, is_best);
-    last_saved_step_ = step_;
     log_->info("saved checkpoint {}{}", result.last_checkpoint, is_best ? " (best)" : "");
   }
 

@@ -90,10 +90,7 @@ std::vector<int32_t> Translator::encode(const std::string& line) const {
 }
 
 std::string Translator::detokenize(const std::vector<int32_t>& ids) const {
-  if (vocab_.loaded()) return vocab_.decode(ids);
-  std::string s;
-  for (size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
-  return s;
+  return data::detokenize(vocab_, ids);
 }
 
 std::vector<std::string> Translator::labels(const std::vector<int32_t>& ids) const {
@@ -203,25 +200,8 @@ int run_translate(const std::string& checkpoint, const std::string& input,
   options.beam.max_len_a = options.max_len_a.value_or(d.max_len_a);
   options.beam.max_len_b = options.max_len_b.value_or(d.max_len_b);
   const bool from_stdin = input == "-";
-  std::vector<std::string> lines;
-  if (from_stdin) {
-    // Through a temporary file so that stdin gets the same UTF-8 checks as files.
-    const fs::path tmp =
-        fs::temp_directory_path() / ("attn_translate_" + std::to_string(::getpid()) + ".txt");
-    {
-      std::ofstream t(tmp, std::ios::binary);
-      t << std::cin.rdbuf();
-    }
-    try {
-      lines = data::read_lines(tmp.string(), "standard input");
-    } catch (...) {
-      fs::remove(tmp);
-      throw;
-    }
-    fs::remove(tmp);
-  } else {
-    lines = data::read_lines(input, "input");
-  }
+  const std::vector<std::string> lines =
+      data::read_lines(input, from_stdin ? "standard input" : "input");
   ATTN_CHECK(!lines.empty(), "no input: ", from_stdin ? "standard input" : "'" + input + "'",
              " is empty");
   options.beam.return_attention = !options.attention_svg_dir.empty();
