@@ -270,6 +270,17 @@ Tensor Tensor::narrow0(int64_t start, int64_t end) const {
   return out;
 }
 
+Tensor& Tensor::move_to_(Device dev) {
+  check_defined("move_to_");
+  ATTN_CHECK(is_leaf(), "move_to_: only leaf tensors can move in place");
+  if (dev == device()) return *this;
+  Tensor moved = detach().to(dev);
+  impl_->storage = moved.impl_->storage;
+  impl_->offset = moved.impl_->offset;
+  impl_->grad.reset();
+  return *this;
+}
+
 Tensor& Tensor::set_requires_grad(bool value) {
   check_defined("set_requires_grad");
   ATTN_CHECK(is_leaf(), "set_requires_grad: only leaf tensors can be marked (this one is the "

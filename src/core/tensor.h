@@ -103,6 +103,9 @@ class Tensor {
   // Copies src's values into this tensor (same shape; dtype and device may differ).
   void copy_(const Tensor& src);
   void fill_(double value);
+  // Moves this leaf's data to `device` in place: every handle to it (a module's member, the
+  // optimizer's slot) sees the new storage. Its gradient is dropped.
+  Tensor& move_to_(Device device);
 
   // ---- views (share storage; not recorded: ops::reshape / ops::slice record) ----
   Tensor view(const Shape& shape) const;           // one dimension may be -1

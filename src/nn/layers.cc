@@ -16,7 +16,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool bias, Generator& 
 }
 
 Tensor Linear::forward(const Tensor& x) const {
-  return linear(x, weight_, bias_);
+  return linear(x, compute(weight_), compute(bias_));
 }
 
 Embedding::Embedding(int64_t vocab, int64_t dim, Generator& init_gen) {
@@ -29,7 +29,7 @@ Embedding::Embedding(int64_t vocab, int64_t dim, Generator& init_gen) {
 
 Tensor Embedding::forward(const Tensor& ids, double scale, bool add_positions,
                           int64_t position_offset) const {
-  return embedding(ids, weight_, scale, add_positions, position_offset);
+  return embedding(ids, compute(weight_), scale, add_positions, position_offset);
 }
 
 LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
@@ -40,7 +40,7 @@ LayerNorm::LayerNorm(int64_t dim, double eps) : eps_(eps) {
 }
 
 Tensor LayerNorm::forward(const Tensor& x, const Tensor& residual) const {
-  return layer_norm(x, weight_, bias_, eps_, residual);
+  return layer_norm(x, compute(weight_), compute(bias_), eps_, residual);
 }
 
 FeedForward::FeedForward(int64_t d_model, int64_t d_ff, double relu_dropout, Generator& init_gen)

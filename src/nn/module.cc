@@ -1,5 +1,7 @@
 #include "nn/module.h"
 
+#include "autograd/functions.h"
+
 #include <algorithm>
 #include <set>
 
@@ -68,6 +70,23 @@ void Module::train(bool training) {
 void Module::set_dropout_generator(Generator* gen) {
   dropout_gen_ = gen;
   for (auto& [name, child] : children_) child->set_dropout_generator(gen);
+}
+
+void Module::to_device(Device device) {
+  for (auto& [name, p] : named_parameters()) p.move_to_(device);
+}
+
+void Module::set_compute_dtype(DType dtype) {
+  ATTN_CHECK(dtype == kF32 || dtype == kF64 || dtype == kBF16 || dtype == kF16,
+             "Module: compute dtype must be a floating-point type, got ", dtype_name(dtype));
+  compute_dtype_ = dtype;
+  for (auto& [name, child] : children_) child->set_compute_dtype(dtype);
+}
+
+Tensor Module::compute(const Tensor& p) const {
+  const bool low = compute_dtype_ == kBF16 || compute_dtype_ == kF16;
+  if (!low || !p.defined() || p.dtype() == compute_dtype_) return p;
+  return cast(p, compute_dtype_);
 }
 
 void Module::zero_grad() {

@@ -50,6 +50,17 @@ class Module {
   // Drops the gradients of all parameters.
   void zero_grad();
 
+  // Moves every parameter to `device` in place (handles held elsewhere see the move).
+  void to_device(Device device);
+
+  // Mixed precision: parameters stay in their own dtype (f32 master weights); forward passes
+  // compute in this dtype (bf16/f16 on CUDA). kF32/kF64 mean "the parameters' dtype".
+  void set_compute_dtype(DType dtype);
+  DType compute_dtype() const { return compute_dtype_; }
+  // p as the forward pass uses it: cast (recorded, so its gradient reaches p in p's dtype)
+  // when the compute dtype is a 16-bit type, else p itself.
+  Tensor compute(const Tensor& p) const;
+
   // Copies values into the existing parameters by name (dtype converted, shapes must match).
   // strict: every parameter must be given and no other key may appear; otherwise missing
   // parameters keep their values and unknown keys are ignored. Shapes are always checked, and
@@ -81,6 +92,7 @@ class Module {
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
   Generator* dropout_gen_ = nullptr;
+  DType compute_dtype_ = DType::kF32;
 };
 
 // An indexed list of modules of one type, named "0", "1", ... ("layers.3.ffn...").

@@ -69,7 +69,7 @@ Tensor Transformer::embed_target(const Tensor& ids, int64_t position_offset) {
 Tensor Transformer::project_output(const Tensor& h) const {
   if (out_proj_) return out_proj_->forward(h);
   // Tied: logits = h E^T with the shared [V, d] table (no bias).
-  return matmul(h, tgt_embed_->weight(), false, true);
+  return matmul(h, compute(tgt_embed_->weight()), false, true);
 }
 
 Tensor Transformer::decode(const Tensor& tgt_in, const Tensor& memory, const Tensor& src_lengths) {

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -80,6 +81,12 @@ void visit_fields(Config& c, V&& v) {
   v("train.average_last", &c.train.average_last);
   v("train.max_time", &c.train.max_time);
   v("train.check_replicas_every", &c.train.check_replicas_every);
+  v("train.precision", &c.train.precision);
+  v("train.loss_scale", &c.train.loss_scale);
+  v("train.loss_scale_init", &c.train.loss_scale_init);
+  v("train.loss_scale_window", &c.train.loss_scale_window);
+  v("train.loss_scale_min", &c.train.loss_scale_min);
+  v("train.allow_tf32", &c.train.allow_tf32);
 
   v("decode.beam", &c.decode.beam);
   v("decode.alpha", &c.decode.alpha);
@@ -382,6 +389,17 @@ void validate(const Config& c) {
   parse_duration(t.max_time, "train.max_time");
   check_range(t.check_replicas_every >= 0, "train.check_replicas_every", t.check_replicas_every,
               ">= 0 (0 disables)");
+
+  ATTN_CHECK(t.precision == "auto" || t.precision == "fp32" || t.precision == "bf16" ||
+                 t.precision == "fp16",
+             "config: train.precision must be auto, fp32, bf16 or fp16, got '", t.precision, "'");
+  ATTN_CHECK(t.loss_scale == "auto" || t.loss_scale == "dynamic" || t.loss_scale == "none",
+             "config: train.loss_scale must be auto, dynamic or none, got '", t.loss_scale, "'");
+  check_range(t.loss_scale_init > 0 && std::isfinite(t.loss_scale_init), "train.loss_scale_init",
+              t.loss_scale_init, "> 0");
+  check_range(t.loss_scale_window >= 1, "train.loss_scale_window", t.loss_scale_window, ">= 1");
+  check_range(t.loss_scale_min > 0 && t.loss_scale_min <= t.loss_scale_init,
+              "train.loss_scale_min", t.loss_scale_min, "> 0 and <= train.loss_scale_init");
 
   check_range(c.decode.beam >= 1, "decode.beam", c.decode.beam, ">= 1");
   check_range(c.decode.alpha >= 0, "decode.alpha", c.decode.alpha, ">= 0");

@@ -72,6 +72,15 @@ struct TrainSection {
   int64_t average_last = 0;          // at the end, average the last N checkpoints (0: off)
   std::string max_time;              // wall-clock bound, e.g. "90s", "15m", "2h" ("" = none)
   int64_t check_replicas_every = 0;  // data parallel debug: verify ranks hold equal weights
+  // auto | fp32 | bf16 | fp16. auto: bf16 on a CUDA device that has it (sm_80+), else fp32.
+  // Master weights and Adam state are fp32 whatever this says.
+  std::string precision = "auto";
+  // auto | dynamic | none. auto: dynamic for fp16, none otherwise.
+  std::string loss_scale = "auto";
+  double loss_scale_init = 65536.0;
+  int64_t loss_scale_window = 2000;  // clean steps before the scale doubles
+  double loss_scale_min = 1.0;       // overflowing at this scale stops the run
+  bool allow_tf32 = false;           // fp32 GEMMs may use TF32 tensor cores (CUDA)
 };
 
 // Seconds in a duration such as "90s", "15m", "1.5h" or "45" (seconds); "" is 0 (no bound).

@@ -35,6 +35,7 @@
 #include "train/average.h"
 #include "train/checkpoint.h"
 #include "train/model_config.h"
+#include "train/step.h"
 
 namespace attn::train {
 namespace fs = std::filesystem;
@@ -66,9 +67,7 @@ std::string format_duration(double s) {
 // `local_rank`: under mpirun/srun each process on a machine takes its own GPU (cuda and auto;
 // an explicit cuda:N is taken as given, for launchers that set CUDA_VISIBLE_DEVICES per rank).
 Device resolve_device(const std::string& setting, int local_rank, spdlog::logger& log) {
-  // The ops have CPU kernels only until the CUDA backend lands; say so instead of failing
-  // deep inside the first step.
-  constexpr bool kCudaTrainingKernels = false;
+  const bool kCudaTrainingKernels = cuda_built();
   if (setting == "cpu") return Device::cpu();
   if (setting == "auto") {
     const int n = cuda_device_count();
@@ -91,6 +90,16 @@ Device resolve_device(const std::string& setting, int local_rank, spdlog::logger
   return d;
 }
 
+// train.precision -> the dtype the model computes in (master weights stay f32).
+DType resolve_precision(const std::string& setting, Device device) {
+  if (setting == "auto") return device.is_cuda() ? kBF16 : kF32;  // attn builds for sm_80+
+  if (setting == "fp32") return kF32;
+  ATTN_CHECK(device.is_cuda(), "train.precision is ", setting, " but training runs on ",
+             device.str(), "; 16-bit training needs a CUDA device (use train.precision: fp32 or "
+             "auto)");
+  return setting == "bf16" ? kBF16 : kF16;
+}
+
 // Model-section keys whose values differ between two configs ("model.d_model: 64 vs 32").
 std::string architecture_difference(const Config& a, const Config& b) {
   const auto va = config_values(a), vb = config_values(b);
@@ -107,7 +116,8 @@ std::string architecture_difference(const Config& a, const Config& b) {
 
 struct Window {  // training statistics since the last log line
   double loss = 0, nll = 0, tokens = 0, correct = 0, gnorm = 0;
-  int64_t steps = 0;
+  int64_t steps = 0;    // applied updates (gnorm is averaged over these)
+  int64_t skipped = 0;  // fp16 overflows
   Clock::time_point start = Clock::now();
 };
 
@@ -276,12 +286,29 @@ class Trainer {
     Generator init_gen(cfg_.train.seed);
     model_ = std::make_unique<nn::Transformer>(mc, init_gen);
     model_->set_dropout_generator(&dropout_gen_);
+    model_->to_device(device_);
     optim::AdamOptions ao;
     ao.beta1 = cfg_.train.adam_beta1;
     ao.beta2 = cfg_.train.adam_beta2;
     ao.eps = cfg_.train.adam_eps;
     ao.weight_decay = cfg_.train.weight_decay;
     adam_ = std::make_unique<optim::Adam>(model_->named_parameters(), ao);
+    StepOptions so;
+    so.compute_dtype = resolve_precision(cfg_.train.precision, device_);
+    so.label_smoothing = cfg_.train.label_smoothing;
+    so.clip_norm = cfg_.train.clip_norm;
+    const std::string& ls = cfg_.train.loss_scale;
+    loss_scaling_ = ls == "dynamic" || (ls == "auto" && so.compute_dtype == kF16);
+    so.loss_scale.enabled = loss_scaling_;
+    so.loss_scale.init = cfg_.train.loss_scale_init;
+    so.loss_scale.growth_interval = static_cast<double>(cfg_.train.loss_scale_window);
+    so.loss_scale.min_scale = cfg_.train.loss_scale_min;
+    engine_ = std::make_unique<StepEngine>(*model_, *adam_, *comm_, so);
+    if (device_.is_cuda()) set_allow_tf32(cfg_.train.allow_tf32);
+    log_->info("precision: {} compute on {}, fp32 master weights{}", dtype_name(so.compute_dtype),
+               device_.str(), loss_scaling_ ? fmt::format(", dynamic loss scaling from {}",
+                                                          so.loss_scale.init)
+                                            : std::string());
     sched_.kind = cfg_.train.lr_schedule;
     sched_.factor = cfg_.train.lr_factor;
     sched_.warmup = cfg_.train.warmup_steps;
@@ -315,6 +342,9 @@ class Trainer {
             step_);
       } else {
         adam_->load_state(ck.optimizer, s.at("adam_step").get<int64_t>());
+        if (loss_scaling_ && s.contains("loss_scale") && !s.at("loss_scale").is_null())
+          engine_->set_loss_scale(s.at("loss_scale").at("scale").get<double>(),
+                                  s.at("loss_scale").at("clean_steps").get<int64_t>());
         sched_offset_ = s.value("schedule_offset", int64_t{0});
       }
     } catch (const json::exception& e) {
@@ -441,37 +471,34 @@ class Trainer {
         cfg_.train.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull * (comm_->rank() + 1),
         static_cast<uint64_t>(step_) << 32);
     std::vector<data::Batch> batches;
-    double tokens = 0;
-    for (int64_t k = 0; k < cfg_.train.update_freq; ++k) {
-      batches.push_back(batcher_->next());
-      tokens += static_cast<double>(batches.back().tgt_tokens);
-    }
-    const int world = comm_->world_size();
-    // Normalised by the target tokens of the whole update on all ranks; the gradient
-    // all-reduce averages, so each rank scales by world / global tokens.
-    const double global_tokens = world > 1 ? comm_->all_reduce_host({tokens})[0] : tokens;
-    for (const data::Batch& b : batches) {
-      Tensor logits = model_->forward(b.src, b.src_lengths, b.tgt_in);
-      CrossEntropyResult ce =
-          cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.view({-1}),
-                        cfg_.train.label_smoothing, data::kPadId);
-      scale(ce.loss, static_cast<double>(world) / global_tokens).backward();
-      w.loss += ce.loss.item();
-      w.nll += ce.nll.item();
-      w.correct += ce.ncorrect.item();
-    }
-    if (world > 1) dist::all_reduce_gradients(*comm_, model_->parameters());
-    const double gnorm = optim::clip_grad_norm(model_->parameters(), cfg_.train.clip_norm);
-    ATTN_CHECK(std::isfinite(gnorm), "training diverged at step ", step_ + 1,
-               ": the gradient norm is ", gnorm, "; the last good checkpoint is ",
-               checkpoints_->latest().value_or("(none)"),
-               " (try a lower learning rate or train.clip_norm)");
+    for (int64_t k = 0; k < cfg_.train.update_freq; ++k) batches.push_back(batcher_->next());
     lr_ = optim::learning_rate(sched_, step_ + 1 - sched_offset_);
-    adam_->step(lr_);
-    adam_->zero_grad();
-    w.tokens += tokens;
-    w.gnorm += gnorm;
-    w.steps++;
+    StepResult r;
+    try {
+      r = engine_->step(batches, lr_);
+    } catch (const LossScaleError& e) {
+      throw LossScaleError(detail::str_cat("training stopped at step ", step_ + 1, ": ", e.what(),
+                                           "; the last good checkpoint is ",
+                                           checkpoints_->latest().value_or("(none)")));
+    }
+    if (r.skipped && !loss_scaling_) {
+      ATTN_FAIL("training diverged at step ", step_ + 1, ": the gradient norm is ", r.grad_norm,
+                "; the last good checkpoint is ", checkpoints_->latest().value_or("(none)"),
+                " (try a lower learning rate or train.clip_norm)");
+    }
+    if (r.skipped) {
+      clear_progress();
+      log_->warn("step {}: gradient overflow at loss scale {}; step skipped, loss scale now {}",
+                 step_ + 1, r.loss_scale, engine_->loss_scale());
+      w.skipped++;
+    } else {
+      w.gnorm += r.grad_norm;
+      w.steps++;
+    }
+    w.loss += r.loss;
+    w.nll += r.nll;
+    w.correct += r.correct;
+    w.tokens += r.tokens;
   }
 
   void log_window(Window& w, int64_t first_step) {
@@ -489,7 +516,8 @@ class Trainer {
     double eta = per_step * static_cast<double>(t.max_steps - step_);
     if (max_time_s_ > 0) eta = std::min(eta, max_time_s_ - elapsed_total());
     const double loss = w.loss / w.tokens, nll = w.nll / w.tokens;
-    const double ppl = std::exp(nll), acc = w.correct / w.tokens, gnorm = w.gnorm / w.steps;
+    const double ppl = std::exp(nll), acc = w.correct / w.tokens;
+    const double gnorm = w.steps > 0 ? w.gnorm / static_cast<double>(w.steps) : 0.0;
     const double tok_s = w.tokens / secs;
     log_->info(
         "step {}/{} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}% | lr {:.3e} | "
@@ -521,9 +549,10 @@ class Trainer {
       NoGradGuard no_grad;
       nn::EvalModeGuard eval(*model_);
       for (const data::Batch& b : valid_batches_) {
-        Tensor logits = model_->forward(b.src, b.src_lengths, b.tgt_in);
+        Tensor logits =
+            model_->forward(b.src.to(device_), b.src_lengths.to(device_), b.tgt_in.to(device_));
         CrossEntropyResult ce =
-            cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.view({-1}),
+            cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.to(device_).view({-1}),
                           cfg_.train.label_smoothing, data::kPadId);
         loss += ce.loss.item();
         nll += ce.nll.item();
@@ -576,7 +605,7 @@ class Trainer {
     auto text = [&](std::span<const int32_t> ids) { return data::detokenize(vocab_, ids); };
     std::vector<std::string> hyps, refs;
     for (const data::Batch& b : valid_batches_) {
-      const auto results = decode::beam_search(*model_, b.src, b.src_lengths, bo);
+      const auto results = decode::beam_search(*model_, b.src.to(device_), b.src_lengths.to(device_), bo);
       for (size_t i = 0; i < results.size(); ++i) {
         hyps.push_back(text(results[i][0].tokens));
         refs.push_back(text(valid_data_.tgt(b.indices[i])));
@@ -603,6 +632,9 @@ class Trainer {
          {{"metric", cfg_.train.best_metric},
           {"value", best_value_ ? json(*best_value_) : json(nullptr)}}},
         {"bad_validations", bad_validations_},
+        {"loss_scale", loss_scaling_ ? json{{"scale", engine_->loss_scale()},
+                                            {"clean_steps", engine_->clean_steps()}}
+                                      : json(nullptr)},
         {"elapsed_seconds", elapsed_before_ + seconds_since(run_start_)},
         {"finished", done()},
     };
@@ -631,6 +663,8 @@ class Trainer {
   std::unique_ptr<nn::Transformer> model_;
   Generator dropout_gen_;
   std::unique_ptr<optim::Adam> adam_;
+  std::unique_ptr<StepEngine> engine_;
+  bool loss_scaling_ = false;
   optim::ScheduleOptions sched_;
   int64_t sched_offset_ = 0;
   int64_t step_ = 0;

@@ -1,0 +1,89 @@
+#include "train/step.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/functions.h"
+#include "core/grad_mode.h"
+#include "data/vocab.h"
+#include "ops/optim.h"
+#include "optim/clip.h"
+
+namespace attn::train {
+
+StepEngine::StepEngine(nn::Transformer& model, optim::Adam& adam, dist::Communicator& comm,
+                       StepOptions options)
+    : model_(model), adam_(adam), comm_(comm), options_(options) {
+  const DType cd = options_.compute_dtype;
+  ATTN_CHECK(cd == kF32 || cd == kF64 || cd == kBF16 || cd == kF16,
+             "StepEngine: compute dtype must be f32, f64, bf16 or f16, got ", dtype_name(cd));
+  model_.set_compute_dtype(cd);
+  scale_ = options_.loss_scale.enabled ? options_.loss_scale.init : 1.0;
+}
+
+void StepEngine::set_loss_scale(double scale, int64_t clean_steps) {
+  ATTN_CHECK(std::isfinite(scale) && scale > 0, "loss scale must be finite and > 0, got ", scale);
+  scale_ = options_.loss_scale.enabled ? scale : 1.0;
+  clean_steps_ = clean_steps;
+}
+
+StepResult StepEngine::step(const std::vector<data::Batch>& batches, double lr) {
+  ATTN_CHECK(!batches.empty(), "StepEngine::step: no batches");
+  const std::vector<Tensor> params = model_.parameters();
+  const Device device = params.front().device();
+  const int64_t vocab = model_.config().tgt_vocab;
+  StepResult r;
+  r.loss_scale = scale_;
+  for (const data::Batch& b : batches) r.tokens += static_cast<double>(b.tgt_tokens);
+  const int world = comm_.world_size();
+  // Normalised by the target tokens of the whole update on all ranks; the gradient all-reduce
+  // averages, so each rank scales by world / global tokens (and by the loss scale).
+  const double global_tokens = world > 1 ? comm_.all_reduce_host({r.tokens})[0] : r.tokens;
+  const double loss_factor = static_cast<double>(world) / std::max(global_tokens, 1.0) * scale_;
+  for (const data::Batch& b : batches) {
+    Tensor logits = model_.forward(b.src.to(device), b.src_lengths.to(device), b.tgt_in.to(device));
+    CrossEntropyResult ce = cross_entropy(reshape(logits, {-1, vocab}),
+                                          b.tgt_out.to(device).view({-1}),
+                                          options_.label_smoothing, data::kPadId);
+    scale(ce.loss, loss_factor).backward();
+    r.loss += ce.loss.item();
+    r.nll += ce.nll.item();
+    r.correct += ce.ncorrect.item();
+  }
+  if (world > 1) dist::all_reduce_gradients(comm_, params);
+
+  // The gradients hold scale * the true gradient; the norm and clipping use the true one.
+  const double norm = optim::grad_norm(params) / scale_;
+  r.grad_norm = norm;
+  if (!std::isfinite(norm)) {
+    model_.zero_grad();
+    r.skipped = true;
+    if (!options_.loss_scale.enabled) return r;  // the caller decides (training diverged)
+    if (!(scale_ > options_.loss_scale.min_scale))
+      throw LossScaleError(detail::str_cat(
+          "the gradients overflow even at the minimum loss scale ", scale_,
+          " (train.loss_scale_min); fp16 cannot represent this run's gradients: use "
+          "train.precision: bf16 or fp32, or a lower learning rate"));
+    scale_ = std::max(scale_ / 2, options_.loss_scale.min_scale);
+    clean_steps_ = 0;
+    return r;
+  }
+  double factor = 1.0 / scale_;
+  if (options_.clip_norm > 0 && norm > options_.clip_norm)
+    factor *= options_.clip_norm / (norm + 1e-6);
+  if (factor != 1.0) {
+    for (const Tensor& p : params) {
+      Tensor g = p.grad();
+      if (g.defined()) ops::clip_scale_(g, factor);
+    }
+  }
+  adam_.step(lr);
+  adam_.zero_grad();
+  if (options_.loss_scale.enabled && ++clean_steps_ >= options_.loss_scale.growth_interval) {
+    scale_ *= 2;
+    clean_steps_ = 0;
+  }
+  return r;
+}
+
+}  // namespace attn::train
