@@ -38,4 +38,12 @@ int cuda_device_count() {
 #endif
 }
 
+void set_allow_tf32(bool allow) {
+#ifdef ATTN_WITH_CUDA
+  cuda::set_allow_tf32(allow);
+#else
+  (void)allow;
+#endif
+}
+
 }  // namespace attn

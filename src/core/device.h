@@ -29,5 +29,7 @@ inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os <
 // (0 without a GPU or without CUDA).
 bool cuda_built();
 int cuda_device_count();
+// Lets fp32 GEMMs on CUDA use TF32 tensor cores (train.allow_tf32); no-op without CUDA.
+void set_allow_tf32(bool allow);
 
 }  // namespace attn
