@@ -12,7 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/functions.h"
 #include "dist/communicator.h"
+#include "dist/grad_reducer.h"
 #include "dist/launch.h"
 #include "test_util.h"
 
@@ -304,6 +306,57 @@ TEST_CASE("all_reduce_gradients exchanges zeros for gradients present only elsew
   CHECK(!nowhere.grad().defined());  // no rank has one: Adam skips it everywhere
 }
 
+TEST_CASE("GradReducer starts buckets during backward, in order, and unpacks the sums",
+          "[dist]") {
+  // y = sum(w3 * relu(w2 * (w1 * x))): backward completes w3's gradient first, then w2's,
+  // then w1's; reverse-order buckets of one parameter each start as soon as each is ready.
+  Tensor x = Tensor::from_vector({1, 2, 3, 4}, {4});
+  Tensor w1 = param({0.5, -1, 2, 1}, {4}), w2 = param({1, 2, 3, 4}, {4}),
+         w3 = param({2, 2, 2, 2}, {4});
+  auto loss = [&] { return sum(mul(w3, relu(mul(w2, mul(w1, x))))); };
+  TwinCommunicator twin;
+  dist::GradReducer reducer(twin, {w1, w2, w3}, 16, dist::ReduceOp::kSum);
+  CHECK(reducer.bucket_count() == 3);
+  reducer.begin();
+  loss().backward();
+  CHECK(twin.reduced.size() == 3);  // all three started from the engine's hook
+  CHECK(reducer.started_during_backward() == 3);
+  reducer.finish();
+  // The twin doubles (a sum over two identical ranks).
+  CHECK(grad_of(w3) == std::vector<double>{2 * 0.5, 0, 2 * 18, 2 * 16});
+  CHECK(grad_of(w1) == std::vector<double>{2 * 2, 0, 2 * 18, 2 * 32});
+
+  // Same numbers as all_reduce_gradients after backward, for any bucket size.
+  for (int64_t bucket : {int64_t{1}, int64_t{32}, int64_t{1} << 20}) {
+    for (Tensor* p : {&w1, &w2, &w3}) p->zero_grad();
+    TwinCommunicator a, b;
+    loss().backward();
+    dist::all_reduce_gradients(a, {w1, w2, w3}, bucket, dist::ReduceOp::kSum);
+    const auto want = std::vector<std::vector<double>>{grad_of(w1), grad_of(w2), grad_of(w3)};
+    for (Tensor* p : {&w1, &w2, &w3}) p->zero_grad();
+    dist::GradReducer r(b, {w1, w2, w3}, bucket, dist::ReduceOp::kSum);
+    r.begin();
+    loss().backward();
+    r.finish();
+    CHECK(std::vector<std::vector<double>>{grad_of(w1), grad_of(w2), grad_of(w3)} == want);
+  }
+}
+
+TEST_CASE("GradReducer gives a parameter without a gradient the reduced zeros", "[dist]") {
+  Tensor used = param({1, 2}, {2}), unused = param({3}, {1});
+  TwinCommunicator twin;
+  dist::GradReducer reducer(twin, {used, unused}, 1 << 20, dist::ReduceOp::kSum);
+  reducer.begin();
+  sum(mul(used, used)).backward();
+  CHECK(twin.reduced.empty());  // the bucket waits for `unused`
+  reducer.finish();
+  CHECK(twin.reduced.size() == 1);
+  CHECK(grad_of(used) == std::vector<double>{4, 8});
+  REQUIRE(unused.grad().defined());
+  CHECK(grad_of(unused) == std::vector<double>{0});
+  CHECK_THAT(error_of([&] { reducer.finish(); }), Catch::Contains("begin was not called"));
+}
+
 TEST_CASE("all_reduce_gradients rejects bad arguments", "[dist]") {
   TwinCommunicator comm;
   Tensor p = param({1}, {1});
@@ -427,6 +480,29 @@ TEST_CASE("mpi: all_reduce_gradients averages across ranks", "[.mpi]") {
   set_grad(w, iota(6, k));
   dist::all_reduce_gradients(*comm, {w}, 1 << 20, dist::ReduceOp::kSum);
   CHECK(grad_of(w) == iota(6, 3));
+}
+
+TEST_CASE("mpi: GradReducer overlaps non-blocking all-reduces with backward", "[.mpi]") {
+  auto comm = mpi_world_of_two();
+  const double k = comm->rank() + 1;
+  Tensor x = Tensor::from_vector(iota(64, k), {64});
+  Tensor w1 = param(iota(64, 0.01), {64}), w2 = param(iota(64, 0.02), {64});
+  dist::GradReducer reducer(*comm, {w1, w2}, 64 * 4);
+  CHECK(reducer.bucket_count() == 2);
+  for (int step = 0; step < 3; ++step) {
+    w1.zero_grad();
+    w2.zero_grad();
+    reducer.begin();
+    sum(mul(w2, mul(w1, x))).backward();
+    CHECK(reducer.started_during_backward() == 2);
+    reducer.finish();
+    // d/dw1 = w2 * x, d/dw2 = w1 * x; x averages to 1.5 * iota(64, 1).
+    const std::vector<double> g1 = grad_of(w1), g2 = grad_of(w2);
+    for (int i = 0; i < 64; ++i) {
+      CHECK(g1[i] == Approx(0.02 * (i + 1) * 1.5 * (i + 1)).epsilon(1e-6));
+      CHECK(g2[i] == Approx(0.01 * (i + 1) * 1.5 * (i + 1)).epsilon(1e-6));
+    }
+  }
 }
 
 TEST_CASE("mpi: check_replicas_identical names the parameter that differs", "[.mpi]") {

@@ -1,5 +1,7 @@
 #include "autograd/engine.h"
 
+#include <utility>
+
 #include <algorithm>
 #include <unordered_map>
 
@@ -30,6 +32,15 @@ const std::vector<OpId>& differentiable_ops() {
   return ops;
 }
 
+namespace {
+thread_local GradReadyHook g_grad_ready_hook;
+}  // namespace
+
+GradReadyHookGuard::GradReadyHookGuard(GradReadyHook hook)
+    : previous_(std::exchange(g_grad_ready_hook, std::move(hook))) {}
+
+GradReadyHookGuard::~GradReadyHookGuard() { g_grad_ready_hook = std::move(previous_); }
+
 std::vector<Tensor> AccumulateGrad::backward(const Tensor& grad_output) {
   auto leaf = leaf_.lock();
   if (!leaf) return {};  // the leaf is gone; nobody can read its gradient
@@ -39,6 +50,7 @@ std::vector<Tensor> AccumulateGrad::backward(const Tensor& grad_output) {
     Tensor acc(leaf->grad);
     ops::add_(acc, grad_output);
   }
+  if (g_grad_ready_hook) g_grad_ready_hook(leaf.get());
   return {};
 }
 

@@ -31,6 +31,18 @@ enum class ReduceOp { kSum, kAverage };
 
 const char* reduce_op_name(ReduceOp op);
 
+// A collective in flight (all_reduce_start). The tensor must not be read or written until
+// wait() has returned. test() lets the library make progress (MPI progresses non-blocking
+// collectives only inside MPI calls) and says whether the result is there.
+class PendingCollective {
+ public:
+  virtual ~PendingCollective();
+  virtual bool test() = 0;
+  // Makes the result visible: in memory (MPI) or to later work on the device's stream (NCCL,
+  // without blocking the host).
+  virtual void wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator();
@@ -51,6 +63,10 @@ class Communicator {
   // Host scalars (token counts, losses for the log line): element-wise sums across ranks in
   // double. Every rank must pass the same number of values.
   virtual std::vector<double> all_reduce_host(const std::vector<double>& values) = 0;
+  // Starts an all-reduce of `t` and returns at once where the backend can overlap it with
+  // other work (MPI: MPI_Iallreduce; NCCL: a separate CUDA stream); the default reduces
+  // before returning. Pending collectives must be started in the same order on every rank.
+  virtual std::unique_ptr<PendingCollective> all_reduce_start(Tensor& t, ReduceOp op);
 
   bool is_main() const { return rank() == 0; }
 };

@@ -1,6 +1,9 @@
 #include "dist/mpi_communicator.h"
 
 #include <algorithm>
+#include <climits>
+#include <exception>
+#include <string>
 #include <cstdint>
 #include <cstdlib>
 #include <thread>
@@ -60,6 +63,31 @@ void check_tensor(const Tensor& t, const char* what) {
   ATTN_CHECK(t.defined(), "mpi ", what, ": the tensor is undefined");
   ATTN_CHECK(t.device().is_cpu(), "mpi ", what, ": the tensor is on ", t.device(),
              "; the MPI backend works on CPU tensors (CUDA tensors use NCCL)");
+}
+
+// In place t /= world (i32 truncates toward zero, as documented for kAverage).
+void divide_by_world(Tensor& t, int world) {
+  if (world == 1) return;
+  const int64_t n = t.numel();
+  switch (t.dtype()) {
+    case DType::kF32: {
+      float* p = t.data<float>();
+      const float w = static_cast<float>(world);
+      for (int64_t i = 0; i < n; ++i) p[i] /= w;
+      break;
+    }
+    case DType::kF64: {
+      double* p = t.data<double>();
+      const double w = world;
+      for (int64_t i = 0; i < n; ++i) p[i] /= w;
+      break;
+    }
+    default: {
+      int32_t* p = t.data<int32_t>();
+      for (int64_t i = 0; i < n; ++i) p[i] /= world;
+      break;
+    }
+  }
 }
 
 // MPI counts are int: large tensors go in pieces of at most 2^30 elements.
@@ -145,27 +173,56 @@ void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
     ATTN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + done * elem, n, type, MPI_SUM, comm_),
                    "mpi all_reduce of ", t.dtype(), " ", t.shape(), " on rank ", rank_);
   }
-  if (op != ReduceOp::kAverage || world_size_ == 1) return;
-  const int64_t n = t.numel();
-  switch (t.dtype()) {
-    case DType::kF32: {
-      float* p = t.data<float>();
-      const float w = static_cast<float>(world_size_);
-      for (int64_t i = 0; i < n; ++i) p[i] /= w;
-      break;
-    }
-    case DType::kF64: {
-      double* p = t.data<double>();
-      const double w = world_size_;
-      for (int64_t i = 0; i < n; ++i) p[i] /= w;
-      break;
-    }
-    default: {
-      int32_t* p = t.data<int32_t>();
-      for (int64_t i = 0; i < n; ++i) p[i] /= world_size_;
-      break;
-    }
+  if (op == ReduceOp::kAverage) divide_by_world(t, world_size_);
+}
+
+namespace {
+
+class MpiPending final : public PendingCollective {
+ public:
+  MpiPending(MPI_Request request, Tensor t, ReduceOp op, int world, std::string what)
+      : request_(request), t_(std::move(t)), op_(op), world_(world), what_(std::move(what)) {}
+  ~MpiPending() override {
+    // An abandoned request (an exception unwound past it) must still complete before its
+    // buffer can be reused; MPI has no portable cancel for collectives.
+    if (request_ != MPI_REQUEST_NULL && std::uncaught_exceptions() == 0)
+      MPI_Wait(&request_, MPI_STATUS_IGNORE);
   }
+  bool test() override {
+    if (request_ == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    ATTN_MPI_CHECK(MPI_Test(&request_, &done, MPI_STATUS_IGNORE), what_);
+    return done != 0;
+  }
+  void wait() override {
+    if (request_ != MPI_REQUEST_NULL) ATTN_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE), what_);
+    if (op_ == ReduceOp::kAverage && !averaged_) divide_by_world(t_, world_);
+    averaged_ = true;
+  }
+
+ private:
+  MPI_Request request_;
+  Tensor t_;
+  ReduceOp op_;
+  int world_;
+  std::string what_;
+  bool averaged_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<PendingCollective> MpiCommunicator::all_reduce_start(Tensor& t, ReduceOp op) {
+  check_thread("all_reduce_start");
+  check_tensor(t, "all_reduce_start");
+  ATTN_CHECK(t.numel() <= INT32_MAX, "mpi all_reduce_start: ", t.numel(),
+             " elements is more than one MPI call takes (2^31 - 1); use smaller buckets");
+  const std::string what = ::attn::detail::str_cat("mpi all_reduce_start of ", t.dtype(), " ",
+                                                   t.shape(), " on rank ", rank_);
+  MPI_Request req = MPI_REQUEST_NULL;
+  ATTN_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()),
+                                mpi_type(t.dtype(), "all_reduce_start"), MPI_SUM, comm_, &req),
+                 what);
+  return std::make_unique<MpiPending>(req, t, op, world_size_, what);
 }
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {

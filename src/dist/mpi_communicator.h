@@ -57,6 +57,8 @@ class MpiCommunicator final : public Communicator {
   void broadcast(Tensor& t, int root) override;
   void barrier() override;
   std::vector<double> all_reduce_host(const std::vector<double>& values) override;
+  // MPI_Iallreduce (at most 2^31 - 1 elements); the average is taken in wait().
+  std::unique_ptr<PendingCollective> all_reduce_start(Tensor& t, ReduceOp op) override;
 
   // Our duplicate of MPI_COMM_WORLD (its own message space, MPI_ERRORS_RETURN).
   MPI_Comm comm() const { return comm_; }

@@ -111,6 +111,32 @@ class NcclCommunicator final : public Communicator {
     wait(what);
   }
 
+  // On a second stream, ordered after everything queued on attn's stream so far, so that
+  // backward kernels queued later run while NCCL reduces. wait() polls for completion with
+  // the same watchdog as the blocking calls (a missing peer must not hang the job), then
+  // orders attn's stream after it.
+  std::unique_ptr<PendingCollective> all_reduce_start(Tensor& t, ReduceOp op) override {
+    const std::string what = describe("all_reduce_start", t);
+    check_tensor(t, what);
+    ATTN_CHECK(op == ReduceOp::kSum || is_floating(t.dtype()), what,
+               ": average is for floating-point tensors (reduce i32 with sum)");
+    enter();
+    if (comm_stream_ == nullptr)
+      CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+    cudaEvent_t ready = nullptr, done = nullptr;
+    CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    auto pending = std::make_unique<Pending>(*this, ready, done, what);
+    CUDA_CHECK(cudaEventRecord(ready, stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ready, 0));
+    settle(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()),
+                         nccl_type(t.dtype()), op == ReduceOp::kSum ? ncclSum : ncclAvg, comm_,
+                         comm_stream_),
+           what);
+    CUDA_CHECK(cudaEventRecord(done, comm_stream_));
+    return pending;
+  }
+
   void broadcast(Tensor& t, int root) override {
     const std::string what = describe("broadcast", t) + " from rank " + std::to_string(root);
     check_tensor(t, what);
@@ -134,6 +160,60 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  class Pending final : public PendingCollective {
+   public:
+    Pending(NcclCommunicator& owner, cudaEvent_t ready, cudaEvent_t done, std::string what)
+        : owner_(owner), ready_(ready), done_(done), what_(std::move(what)) {}
+    ~Pending() override {
+      // Destroying an event that is still pending is allowed: its resources are released
+      // once the work it marks completes.
+      if (ready_) cudaEventDestroy(ready_);
+      if (done_) cudaEventDestroy(done_);
+    }
+    bool test() override {
+      if (finished_) return true;
+      const cudaError_t q = cudaEventQuery(done_);
+      if (q == cudaErrorNotReady) return false;
+      CUDA_CHECK(q);
+      return true;
+    }
+    void wait() override {
+      if (finished_) return;
+      owner_.wait_event(done_, what_);
+      CUDA_CHECK(cudaStreamWaitEvent(owner_.stream_, done_, 0));
+      finished_ = true;
+    }
+
+   private:
+    NcclCommunicator& owner_;
+    cudaEvent_t ready_, done_;
+    std::string what_;
+    bool finished_ = false;
+  };
+
+  // wait() for one event instead of the whole stream.
+  void wait_event(cudaEvent_t event, const std::string& what) {
+    const Clock::time_point start = Clock::now();
+    for (int spins = 0;; ++spins) {
+      const cudaError_t q = cudaEventQuery(event);
+      if (q == cudaSuccess) return;
+      if (q != cudaErrorNotReady) {
+        ::attn::detail::throw_cuda_error(q, "cudaEventQuery", __FILE__, __LINE__);
+      }
+      ncclResult_t async = ncclSuccess;
+      if (const ncclResult_t r = ncclCommGetAsyncError(comm_, &async); r != ncclSuccess) {
+        fail_nccl(what, r);
+      }
+      if (async != ncclSuccess && async != ncclInProgress) fail_nccl(what, async);
+      if (past(start)) {
+        fail(what, ::attn::detail::str_cat("did not finish within ", timeout_s_,
+                                           " s (a peer died or stopped calling collectives; "
+                                           "ATTN_NCCL_TIMEOUT sets the limit)"));
+      }
+      pause(spins);
+    }
+  }
+
   std::string describe(const char* op, const Tensor& t) const {
     return ::attn::detail::str_cat("nccl ", op, " of ",
                                    t.defined() ? dtype_name(t.dtype()) : "undefined", " ",
@@ -222,6 +302,7 @@ class NcclCommunicator final : public Communicator {
   Device device_;
   double timeout_s_;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;  // all_reduce_start; created on first use
   ncclComm_t comm_ = nullptr;
   bool aborted_ = false;
 };

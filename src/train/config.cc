@@ -87,6 +87,8 @@ void visit_fields(Config& c, V&& v) {
   v("train.loss_scale_window", &c.train.loss_scale_window);
   v("train.loss_scale_min", &c.train.loss_scale_min);
   v("train.allow_tf32", &c.train.allow_tf32);
+  v("train.overlap_allreduce", &c.train.overlap_allreduce);
+  v("train.bucket_mb", &c.train.bucket_mb);
 
   v("decode.beam", &c.decode.beam);
   v("decode.alpha", &c.decode.alpha);
@@ -397,6 +399,8 @@ void validate(const Config& c) {
              "config: train.loss_scale must be auto, dynamic or none, got '", t.loss_scale, "'");
   check_range(t.loss_scale_init > 0 && std::isfinite(t.loss_scale_init), "train.loss_scale_init",
               t.loss_scale_init, "> 0");
+  check_range(t.bucket_mb >= 0.001 && t.bucket_mb <= 1024, "train.bucket_mb", t.bucket_mb,
+              "between 0.001 and 1024");
   check_range(t.loss_scale_window >= 1, "train.loss_scale_window", t.loss_scale_window, ">= 1");
   check_range(t.loss_scale_min > 0 && t.loss_scale_min <= t.loss_scale_init,
               "train.loss_scale_min", t.loss_scale_min, "> 0 and <= train.loss_scale_init");

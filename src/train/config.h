@@ -81,6 +81,9 @@ struct TrainSection {
   int64_t loss_scale_window = 2000;  // clean steps before the scale doubles
   double loss_scale_min = 1.0;       // overflowing at this scale stops the run
   bool allow_tf32 = false;           // fp32 GEMMs may use TF32 tensor cores (CUDA)
+  // Data parallel: all-reduce gradient buckets of bucket_mb MiB while backward runs.
+  bool overlap_allreduce = true;
+  double bucket_mb = 25;  // MiB; fractions allowed
 };
 
 // Seconds in a duration such as "90s", "15m", "1.5h" or "45" (seconds); "" is 0 (no bound).

@@ -19,7 +19,13 @@ StepEngine::StepEngine(nn::Transformer& model, optim::Adam& adam, dist::Communic
              "StepEngine: compute dtype must be f32, f64, bf16 or f16, got ", dtype_name(cd));
   model_.set_compute_dtype(cd);
   scale_ = options_.loss_scale.enabled ? options_.loss_scale.init : 1.0;
+  if (comm_.world_size() > 1 && options_.overlap_allreduce) {
+    reducer_ = std::make_unique<dist::GradReducer>(comm_, model_.parameters(),
+                                                   options_.bucket_bytes);
+  }
 }
+
+StepEngine::~StepEngine() = default;
 
 void StepEngine::set_loss_scale(double scale, int64_t clean_steps) {
   ATTN_CHECK(std::isfinite(scale) && scale > 0, "loss scale must be finite and > 0, got ", scale);
@@ -40,7 +46,10 @@ StepResult StepEngine::step(const std::vector<data::Batch>& batches, double lr) 
   // averages, so each rank scales by world / global tokens (and by the loss scale).
   const double global_tokens = world > 1 ? comm_.all_reduce_host({r.tokens})[0] : r.tokens;
   const double loss_factor = static_cast<double>(world) / std::max(global_tokens, 1.0) * scale_;
-  for (const data::Batch& b : batches) {
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const data::Batch& b = batches[i];
+    // The last micro-batch's backward completes the gradients: reduce them as they appear.
+    if (reducer_ && i + 1 == batches.size()) reducer_->begin();
     Tensor logits = model_.forward(b.src.to(device), b.src_lengths.to(device), b.tgt_in.to(device));
     CrossEntropyResult ce = cross_entropy(reshape(logits, {-1, vocab}),
                                           b.tgt_out.to(device).view({-1}),
@@ -50,7 +59,11 @@ StepResult StepEngine::step(const std::vector<data::Batch>& batches, double lr) 
     r.nll += ce.nll.item();
     r.correct += ce.ncorrect.item();
   }
-  if (world > 1) dist::all_reduce_gradients(comm_, params);
+  if (reducer_) {
+    reducer_->finish();
+  } else if (world > 1) {
+    dist::all_reduce_gradients(comm_, params, options_.bucket_bytes);
+  }
 
   // The gradients hold scale * the true gradient; the norm and clipping use the true one.
   const double norm = optim::grad_norm(params) / scale_;

@@ -18,6 +18,7 @@
 #include "core/tensor.h"
 #include "data/batcher.h"
 #include "dist/communicator.h"
+#include "dist/grad_reducer.h"
 #include "nn/transformer.h"
 #include "optim/adam.h"
 
@@ -35,6 +36,10 @@ struct StepOptions {
   double label_smoothing = 0.1;
   double clip_norm = 0.0;      // 0: no clipping
   LossScaleOptions loss_scale;
+  // Data parallel: reduce gradient buckets while backward runs (dist::GradReducer) instead
+  // of all at once after it.
+  bool overlap_allreduce = true;
+  int64_t bucket_bytes = 25 << 20;
 };
 
 // Sums over the update's micro-batches (and, with data parallelism, over the ranks).
@@ -55,6 +60,7 @@ class StepEngine {
  public:
   StepEngine(nn::Transformer& model, optim::Adam& adam, dist::Communicator& comm,
              StepOptions options);
+  ~StepEngine();
 
   // One update over `batches` (update_freq micro-batches of this rank) at learning rate lr.
   // The loss is normalised by the target tokens of the whole update on all ranks.
@@ -70,6 +76,7 @@ class StepEngine {
   optim::Adam& adam_;
   dist::Communicator& comm_;
   StepOptions options_;
+  std::unique_ptr<dist::GradReducer> reducer_;  // world > 1 with overlap_allreduce
   double scale_ = 1.0;
   int64_t clean_steps_ = 0;
 };

@@ -297,6 +297,8 @@ class Trainer {
     so.compute_dtype = resolve_precision(cfg_.train.precision, device_);
     so.label_smoothing = cfg_.train.label_smoothing;
     so.clip_norm = cfg_.train.clip_norm;
+    so.overlap_allreduce = cfg_.train.overlap_allreduce;
+    so.bucket_bytes = static_cast<int64_t>(cfg_.train.bucket_mb * (1 << 20));
     const std::string& ls = cfg_.train.loss_scale;
     loss_scaling_ = ls == "dynamic" || (ls == "auto" && so.compute_dtype == kF16);
     so.loss_scale.enabled = loss_scaling_;

@@ -3,6 +3,7 @@
 #  1. 2 ranks equal 1 rank on the same global batches (1 rank accumulates the two batches the
 #     ranks see with train.update_freq=2): parameters within 1e-6 relative after 20 steps,
 #     logged losses equal.
+#  1b. all-reduce overlapped with backward (several buckets) equals all-reduce after it.
 #  2. 2-rank checkpoint + resume equals an uninterrupted 2-rank run (bitwise).
 #  3. A rank killed mid-run ends the job with a non-zero exit within 60 s, and the latest
 #     checkpoint stays loadable.
@@ -54,6 +55,15 @@ grep -q "data parallel: 2 ranks (mpi backend" "$tmp/two.log" || fail "2-rank run
 compare "$tmp/one" "$tmp/two" 1e-6 || fail "2 ranks and 1 rank differ"
 [ "$(losses "$tmp/one")" = "$(losses "$tmp/two")" ] ||
   fail "logged losses differ: $(losses "$tmp/one") vs $(losses "$tmp/two")"
+
+# 1b. Gradient buckets reduced during backward (the default, here ~16 KiB buckets so the
+#     model needs several) equal one all-reduce after backward, bitwise.
+"${mpi[@]}" "$attn" train "${common[@]}" --set train.output_dir="$tmp/after" \
+  --set train.overlap_allreduce=false > "$tmp/after.log" 2>&1 || fail "non-overlapped run failed"
+"${mpi[@]}" "$attn" train "${common[@]}" --set train.output_dir="$tmp/small" \
+  --set train.bucket_mb=0.016 > "$tmp/small.log" 2>&1 || fail "small-bucket run failed: $(tail -3 "$tmp/small.log")"
+compare "$tmp/two" "$tmp/after" 0 || fail "overlapped and non-overlapped all-reduce differ"
+compare "$tmp/two" "$tmp/small" 0 || fail "small buckets differ from the default"
 
 # 2. Checkpoint and resume on two ranks equals the uninterrupted run.
 "${mpi[@]}" "$attn" train "${common[@]}" --set train.output_dir="$tmp/resumed" \
