@@ -1,5 +1,6 @@
 #include "ops/dropout.h"
 
+#include "core/cuda_backend.h"
 #include "kernels/dropout.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -28,7 +29,17 @@ Tensor masked_scale(const char* op, const Tensor& x, double p, uint64_t seed, ui
           kernels::dropout_forward_cpu<T>(x.data<T>(), out.data<T>(), x.numel(), pf, seed, offset);
         }
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        cudaStream_t stream = cuda::stream(x.device().index);
+        if (backward) {
+          kernels::dropout_backward_cuda<T>(x.data<T>(), out.data<T>(), x.numel(), pf, seed,
+                                            offset, stream);
+        } else {
+          kernels::dropout_forward_cuda<T>(x.data<T>(), out.data<T>(), x.numel(), pf, seed, offset,
+                                           stream);
+        }
+      });
   return out;
 }
 }  // namespace

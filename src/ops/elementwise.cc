@@ -1,5 +1,6 @@
 #include "ops/elementwise.h"
 
+#include "core/cuda_backend.h"
 #include "kernels/elementwise.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -19,7 +20,11 @@ Tensor binary(const char* op, kernels::BinaryOp kind, const Tensor& a, const Ten
         using T = typename decltype(t)::type;
         kernels::binary_cpu<T>(kind, a.data<T>(), b.data<T>(), out.data<T>(), a.numel());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::binary_cuda<T>(kind, a.data<T>(), b.data<T>(), out.data<T>(), a.numel(),
+                                cuda::stream(a.device().index));
+      });
   return out;
 }
 }  // namespace
@@ -37,7 +42,11 @@ Tensor scale(const Tensor& x, double factor) {
         using T = typename decltype(t)::type;
         kernels::scale_cpu<T>(x.data<T>(), factor, out.data<T>(), x.numel());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::scale_cuda<T>(x.data<T>(), factor, out.data<T>(), x.numel(),
+                               cuda::stream(x.device().index));
+      });
   return out;
 }
 
@@ -53,7 +62,11 @@ void axpy_(Tensor& dst, double alpha, const Tensor& src) {
         using T = typename decltype(t)::type;
         kernels::axpy_cpu<T>(dst.data<T>(), alpha, src.data<T>(), dst.numel());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::axpy_cuda<T>(dst.data<T>(), alpha, src.data<T>(), dst.numel(),
+                              cuda::stream(dst.device().index));
+      });
 }
 
 Tensor relu(const Tensor& x) {
@@ -65,7 +78,11 @@ Tensor relu(const Tensor& x) {
         using T = typename decltype(t)::type;
         kernels::relu_forward_cpu<T>(x.data<T>(), out.data<T>(), x.numel());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::relu_forward_cuda<T>(x.data<T>(), out.data<T>(), x.numel(),
+                                      cuda::stream(x.device().index));
+      });
   return out;
 }
 
@@ -79,8 +96,36 @@ Tensor relu_backward(const Tensor& grad_y, const Tensor& y) {
         using T = typename decltype(t)::type;
         kernels::relu_backward_cpu<T>(grad_y.data<T>(), y.data<T>(), dx.data<T>(), y.numel());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::relu_backward_cuda<T>(grad_y.data<T>(), y.data<T>(), dx.data<T>(), y.numel(),
+                                       cuda::stream(y.device().index));
+      });
   return dx;
+}
+
+Tensor bias_add(const Tensor& x, const Tensor& bias, bool relu) {
+  const char* op = relu ? "bias_relu" : "bias_add";
+  check_float(op, "x", x);
+  check_like(op, "x", x, "bias", bias);
+  check_dim(op, "bias", bias, 1);
+  ATTN_CHECK(x.dim() >= 1 && x.size(-1) == bias.size(0), op, ": bias has shape ", bias.shape(),
+             " but x has shape ", x.shape(), " (expected [", x.dim() ? x.size(-1) : 0, "])");
+  Tensor out = Tensor::empty_like(x);
+  const int64_t cols = bias.size(0);
+  const int64_t rows = cols ? x.numel() / cols : 0;
+  dispatch_float(
+      op, x,
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::bias_add_cpu<T>(x.data<T>(), bias.data<T>(), out.data<T>(), rows, cols, relu);
+      },
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::bias_add_cuda<T>(x.data<T>(), bias.data<T>(), out.data<T>(), rows, cols, relu,
+                                  cuda::stream(x.device().index));
+      });
+  return out;
 }
 
 }  // namespace attn::ops

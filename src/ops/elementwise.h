@@ -15,5 +15,8 @@ void axpy_(Tensor& dst, double alpha, const Tensor& src);
 Tensor relu(const Tensor& x);
 // Gradient of relu given its output y.
 Tensor relu_backward(const Tensor& grad_y, const Tensor& y);
+// x + bias broadcast over the last dimension (bias has shape [x.size(-1)]); with relu,
+// max(x + bias, 0) in one pass. The bias epilogue for GEMMs that cannot fuse it.
+Tensor bias_add(const Tensor& x, const Tensor& bias, bool relu = false);
 
 }  // namespace attn::ops

@@ -1,5 +1,6 @@
 #include "ops/index.h"
 
+#include "core/cuda_backend.h"
 #include "kernels/index.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -31,7 +32,11 @@ Tensor index_select0(const Tensor& x, const Tensor& index) {
         kernels::gather_rows_cpu<T>(x.data<T>(), dev_index.data<int32_t>(), out.data<T>(),
                                     index.size(0), row_size);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::gather_rows_cuda<T>(x.data<T>(), dev_index.data<int32_t>(), out.data<T>(),
+                                     index.size(0), row_size, cuda::stream(x.device().index));
+      });
   return out;
 }
 

@@ -1,5 +1,6 @@
 #include "ops/layout.h"
 
+#include "core/cuda_backend.h"
 #include "kernels/layout.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -23,7 +24,11 @@ void copy_block(const char* op, const Tensor& src, int64_t src_off, int64_t src_
         kernels::copy_2d_cpu<T>(src.data<T>() + src_off, src_stride, dst.data<T>() + dst_off,
                                 dst_stride, rows, cols);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::copy_2d_cuda<T>(src.data<T>() + src_off, src_stride, dst.data<T>() + dst_off,
+                                 dst_stride, rows, cols, cuda::stream(src.device().index));
+      });
 }
 }  // namespace
 
@@ -48,7 +53,10 @@ Tensor transpose(const Tensor& x, int64_t dim0, int64_t dim1) {
         using T = typename decltype(t)::type;
         kernels::swap_axes_cpu<T>(x.data<T>(), out.data<T>(), sw);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::swap_axes_cuda<T>(x.data<T>(), out.data<T>(), sw, cuda::stream(x.device().index));
+      });
   return out;
 }
 

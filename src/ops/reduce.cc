@@ -1,5 +1,6 @@
 #include "ops/reduce.h"
 
+#include "core/cuda_backend.h"
 #include "kernels/layout.h"
 #include "kernels/reduce.h"
 #include "ops/check.h"
@@ -17,7 +18,16 @@ Tensor sum_axis(const char* op, const Tensor& x, int64_t outer, int64_t n, int64
         using T = typename decltype(t)::type;
         kernels::sum_axis_cpu<T>(x.data<T>(), out.data<T>(), outer, n, inner, false);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        // Per-segment partial sums of large reductions (freed when the op returns; the
+        // allocator orders reuse on the device's stream).
+        const int64_t ws = kernels::sum_axis_cuda_workspace(outer, n, inner);
+        Tensor workspace = ws > 0 ? Tensor::empty({ws}, kF32, x.device()) : Tensor();
+        kernels::sum_axis_cuda<T>(x.data<T>(), out.data<T>(), outer, n, inner, false,
+                                  ws > 0 ? workspace.data<float>() : nullptr,
+                                  cuda::stream(x.device().index));
+      });
   return out;
 }
 }  // namespace
@@ -67,7 +77,11 @@ Tensor expand_dim(const Tensor& x, const Shape& shape, int64_t dim) {
           kernels::copy_2d_cpu<T>(x.data<T>(), inner, out.data<T>() + j * inner, n * inner, outer,
                                   inner);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::expand_axis_cuda<T>(x.data<T>(), out.data<T>(), outer, n, inner,
+                                     cuda::stream(x.device().index));
+      });
   return out;
 }
 

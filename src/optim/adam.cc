@@ -37,7 +37,9 @@ Adam::Adam(std::vector<std::pair<std::string, Tensor>> named_params, AdamOptions
   }
 }
 
-void Adam::step(double lr) {
+void Adam::step(double lr) { step(lr, Tensor()); }
+
+void Adam::step(double lr, const Tensor& clip_state) {
   ATTN_CHECK(std::isfinite(lr) && lr >= 0, "Adam::step: lr must be finite and >= 0, got ", lr);
   NoGradGuard no_grad;
   ++step_;
@@ -49,6 +51,8 @@ void Adam::step(double lr) {
   args.weight_decay = options_.weight_decay;
   args.bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
   args.bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
+  std::vector<Tensor> params, grads, exp_avg, exp_avg_sq;
+  bool one_device = true;
   for (Slot& s : slots_) {
     const Tensor g = s.param.grad();
     if (!g.defined()) continue;
@@ -57,8 +61,17 @@ void Adam::step(double lr) {
                "Adam::step: gradient of '", s.name, "' is ", g.dtype(), " ", g.shape(), " on ",
                g.device(), " but the parameter is ", s.param.dtype(), " ", s.param.shape(), " on ",
                s.param.device());
-    Tensor p = s.param.detach();  // same storage, without autograd state
-    ops::adam_step_(p, g, s.exp_avg, s.exp_avg_sq, args);
+    if (!params.empty() && s.param.device() != params.front().device()) one_device = false;
+    params.push_back(s.param.detach());  // same storage, without autograd state
+    grads.push_back(g);
+    exp_avg.push_back(s.exp_avg);
+    exp_avg_sq.push_back(s.exp_avg_sq);
+  }
+  if (one_device || clip_state.defined()) {
+    ops::adam_step_multi_(params, grads, exp_avg, exp_avg_sq, args, clip_state);
+  } else {  // parameters spread over devices: one update each
+    for (size_t i = 0; i < params.size(); ++i)
+      ops::adam_step_(params[i], grads[i], exp_avg[i], exp_avg_sq[i], args);
   }
 }
 

@@ -30,7 +30,13 @@ class Adam {
 
   // One update of every parameter that has a gradient; others are left as they are. The step
   // count (and so the bias correction) is shared by all parameters and advances on every call.
+  // On CUDA all parameters are updated by one multi-tensor launch.
   void step(double lr);
+  // The same with the gradient clipping of `clip_state` (ops::grad_norm_state_, e.g. from
+  // GradClipper::state()) applied inside the update: gradients are multiplied by its factor,
+  // and no parameter changes when its norm is not finite (the step count still advances; the
+  // caller learns of it from the state). On CUDA this needs no host synchronisation.
+  void step(double lr, const Tensor& clip_state);
   // Drops every parameter's gradient (the next backward writes fresh ones).
   void zero_grad();
   int64_t step_count() const { return step_; }
