@@ -6,6 +6,9 @@
 #include <exception>
 #include <iostream>
 
+#include "bench/batches.h"
+#include "bench/bench_kernels.h"
+#include "bench/bench_train.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "dist/launch.h"
@@ -127,6 +130,56 @@ int main(int argc, char** argv) {
     sub->add_flag("--lc,--lowercase", eval_lowercase, "Lowercase both sides (sacreBLEU -lc)");
     sub->add_flag("--json", eval_json, "Print one JSON object with full-precision statistics");
   }
+  auto* bench = app.add_subcommand("bench", "Benchmarks (see scripts/bench/README.md)");
+  bench->require_subcommand(1);
+  auto* bench_kernels = bench->add_subcommand(
+      "kernels", "Time attention, layer norm, cross-entropy, copy and matmul on one device");
+  std::string bk_device = "auto", bk_json;
+  bool bk_quick = false;
+  int bk_warmup = -1, bk_reps = 0;
+  bench_kernels->add_option("--device", bk_device, "cpu, cuda, cuda:N or auto (cuda:0 if any)");
+  bench_kernels->add_option("--json", bk_json, "Also write the results as JSON to FILE");
+  bench_kernels->add_flag("--quick", bk_quick, "Tiny shapes (a smoke test; runs on a CPU)");
+  bench_kernels->add_option("--warmup", bk_warmup, "Untimed calls per row (default 5, quick 1)");
+  bench_kernels->add_option("--reps", bk_reps, "Timed calls per row (default 20, quick 3)");
+
+  auto* bench_batches = bench->add_subcommand(
+      "batches", "Write synthetic MT-like batches (lengths only) for bench train / bench_train.py");
+  std::string bb_out;
+  attn::bench::BatchGenOptions bb_opt;
+  bench_batches->add_option("-o,--out", bb_out, "Output JSON file")->required();
+  bench_batches->add_option("--tokens", bb_opt.max_tokens,
+                            "Max padded tokens per batch: max(B*S, B*T)");
+  bench_batches->add_option("--seed", bb_opt.seed, "Seed of the length distribution");
+  bench_batches->add_option("--count", bb_opt.count, "Number of batches");
+  bench_batches->add_option("--vocab,--src-vocab", bb_opt.vocab,
+                            "Vocabulary size (shared; token ids in [4, V))");
+  bench_batches->add_option("--max-len", bb_opt.max_len, "Longest sentence (tokens incl. eos)");
+
+  auto* bench_train = bench->add_subcommand(
+      "train", "Time training steps (StepEngine) of the config's model on synthetic batches");
+  std::string bt_config;
+  std::vector<std::string> bt_overrides;
+  attn::bench::TrainBenchFlags bt_flags;
+  bench_train->add_option("-c,--config", bt_config, "YAML config (its model and train sections)")
+      ->required();
+  bench_train->add_option("--set", bt_overrides, "Override a config key (as attn train)")
+      ->take_all()
+      ->allow_extra_args(false);
+  bench_train->add_option("--batches", bt_flags.batches_path,
+                          "Batch file from `attn bench batches` (default: generated in memory "
+                          "from data.max_tokens and train.seed)");
+  bench_train->add_option("--steps", bt_flags.steps, "Timed steps");
+  bench_train->add_option("--warmup", bt_flags.warmup, "Untimed steps first");
+  bench_train->add_option("--device", bt_flags.device, "Default: the config's train.device");
+  bench_train
+      ->add_option("--precision", bt_flags.precision,
+                   "fp32, bf16 or fp16 (default: the config's train.precision)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16", "auto"}));
+  bench_train->add_option("--json", bt_flags.json_path, "Also write the result as JSON to FILE");
+  bench_train->add_option("--vocab", bt_flags.vocab, "Vocabulary of in-memory batches");
+  bench_train->add_option("--count", bt_flags.count, "Number of in-memory batches");
+
   // sacreBLEU spells the flag -lc; CLI11 only takes one-letter short options.
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "-lc") == 0) argv[i] = const_cast<char*>("--lc");
@@ -145,6 +198,12 @@ int main(int argc, char** argv) {
       return attn::train::run_translate(tr_model, tr_input, tr_output, tr_opt);
     if (bleu->parsed())
       return attn::eval::run_bleu_command(eval_files, eval_lowercase, eval_json, std::cout);
+    if (bench_kernels->parsed())
+      return attn::bench::run_bench_kernels_command(bk_device, bk_json, bk_quick, bk_warmup,
+                                                    bk_reps);
+    if (bench_batches->parsed()) return attn::bench::run_bench_batches_command(bb_out, bb_opt);
+    if (bench_train->parsed())
+      return attn::bench::run_bench_train_command(bt_config, bt_overrides, bt_flags);
     if (chrf->parsed())
       return attn::eval::run_chrf_command(eval_files, eval_lowercase, eval_json, std::cout);
   } catch (const attn::Error& e) {
