@@ -45,4 +45,29 @@ void cross_entropy_backward_cpu(const T* grad_loss, const T* logits, const int32
                                 const T* lse, int64_t rows, int64_t vocab, double label_smoothing,
                                 int32_t ignore_index, T* dlogits);
 
+// CUDA launchers (kernels/cross_entropy_cuda.cu), T in {float, bf16, f16}; device pointers.
+// The same split as on the CPU (the forward keeps the per-row logsumexp, the backward makes
+// one pass over the logits), with fp32 arithmetic and the totals summed in a fixed order in
+// double. Outputs: loss and nll (one float each: a 16-bit sum over a batch would lose its
+// digits or, in f16, overflow), ntokens and ncorrect (one int32 each), lse (float [rows], 0 on
+// ignored and bad rows) and status ([2] int64: the first bad row or -1, and its target), all
+// written on the device; the caller copies status to the host to report bad targets.
+// workspace: cross_entropy_forward_cuda_workspace(rows) floats.
+int64_t cross_entropy_forward_cuda_workspace(int64_t rows);
+
+template <class T>
+void cross_entropy_forward_cuda(const T* logits, const int32_t* targets, int64_t rows,
+                                int64_t vocab, double label_smoothing, int32_t ignore_index,
+                                float* lse, float* loss, float* nll, int32_t* ntokens,
+                                int32_t* ncorrect, int64_t* status, float* workspace,
+                                cudaStream_t stream);
+
+// dlogits written with = (zeros on ignored and bad rows); grad_loss is one float on the device
+// (the gradient of the float loss).
+template <class T>
+void cross_entropy_backward_cuda(const float* grad_loss, const T* logits, const int32_t* targets,
+                                 const float* lse, int64_t rows, int64_t vocab,
+                                 double label_smoothing, int32_t ignore_index, T* dlogits,
+                                 cudaStream_t stream);
+
 }  // namespace attn::kernels

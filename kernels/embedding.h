@@ -42,4 +42,33 @@ void embedding_backward_cpu(const int32_t* ids, const T* grad_out, T* grad_weigh
 template <class T>
 void sinusoidal_positions_cpu(T* out, int64_t length, int64_t dim, int64_t offset);
 
+// ---- CUDA (kernels/embedding_cuda.cu), T in {float, bf16, f16}, device pointers ----
+
+// embedding_first_invalid_cpu on the device: one kernel, then one 8-byte device-to-host copy
+// (synchronous). scratch: 8 bytes of device memory, 8-byte aligned.
+int64_t embedding_first_invalid_cuda(const int32_t* ids, int64_t n, int64_t vocab, int64_t* scratch,
+                                     cudaStream_t stream);
+
+// out[r, :] = weight[ids[r], :] * scale, plus, when add_positions, the encoding of position
+// position_offset + r % seq_len computed in the kernel (no table): the angle
+// pos / 10000^((c - c % 2) / dim) in double, reduced to [-pi, pi], then sin/cos in float.
+template <class T>
+void embedding_forward_cuda(const int32_t* ids, const T* weight, T* out, int64_t rows, int64_t dim,
+                            double scale, bool add_positions, int64_t seq_len,
+                            int64_t position_offset, cudaStream_t stream);
+
+// Bytes of device scratch embedding_backward_cuda needs (256-byte aligned base).
+template <class T>
+size_t embedding_backward_cuda_workspace(int64_t rows, int64_t dim, int64_t vocab,
+                                         bool deterministic);
+
+// grad_weight[ids[r], :] += scale * grad_out[r, :] (a parameter gradient: +=), fp32 sums.
+// deterministic: ids are sorted on the device (stable radix sort) and each id's rows are
+// summed in row order in fixed chunks, so the result has the same bits on every run.
+// Otherwise float atomicAdd (bf16/f16: into fp32 scratch, then added to grad_weight once).
+template <class T>
+void embedding_backward_cuda(const int32_t* ids, const T* grad_out, T* grad_weight, int64_t rows,
+                             int64_t dim, int64_t vocab, double scale, bool deterministic,
+                             void* workspace, cudaStream_t stream);
+
 }  // namespace attn::kernels

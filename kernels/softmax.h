@@ -17,4 +17,13 @@ void softmax_forward_cpu(const T* x, T* y, int64_t rows, int64_t cols);
 template <class T>
 void softmax_backward_cpu(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols);
 
+// CUDA launchers (kernels/softmax_cuda.cu), T in {float, bf16, f16}, fp32 arithmetic;
+// device pointers; nothing is launched when rows or cols is 0.
+template <class T>
+void softmax_forward_cuda(const T* x, T* y, int64_t rows, int64_t cols, cudaStream_t stream);
+
+template <class T>
+void softmax_backward_cuda(const T* y, const T* dy, T* dx, int64_t rows, int64_t cols,
+                           cudaStream_t stream);
+
 }  // namespace attn::kernels

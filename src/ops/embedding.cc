@@ -1,5 +1,6 @@
 #include "ops/embedding.h"
 
+#include "core/cuda_backend.h"
 #include "kernels/embedding.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -20,12 +21,23 @@ std::string index_str(int64_t flat, const Shape& shape) {
 
 void check_ids(const char* op, const Tensor& ids, int64_t vocab) {
   // Ids come from data; a bad one would read (or, in backward, write) outside the table.
-  const Tensor host = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
-  const int32_t* p = host.data<int32_t>();
-  const int64_t bad = kernels::embedding_first_invalid_cpu(p, host.numel(), vocab);
-  ATTN_CHECK(bad < 0, op, ": id ", bad >= 0 ? p[bad] : 0, " at position ",
-             index_str(bad, ids.shape()), " of ids with shape ", ids.shape(),
-             " is outside the vocabulary [0, ", vocab, ")");
+  int64_t bad = -1;
+  dispatch_any(
+      op, ids,
+      [&](auto) {
+        bad = kernels::embedding_first_invalid_cpu(ids.data<int32_t>(), ids.numel(), vocab);
+      },
+      [&](auto) {
+        // On the device: one kernel and an 8-byte copy back, not the whole id tensor.
+        Tensor scratch = Tensor::empty({2}, kI32, ids.device());
+        bad = kernels::embedding_first_invalid_cuda(ids.data<int32_t>(), ids.numel(), vocab,
+                                                    reinterpret_cast<int64_t*>(scratch.raw_data()),
+                                                    cuda::stream(ids.device().index));
+      });
+  if (bad < 0) return;
+  const int32_t id = ids.view({-1}).narrow0(bad, bad + 1).to(Device::cpu()).data<int32_t>()[0];
+  ATTN_FAIL(op, ": id ", id, " at position ", index_str(bad, ids.shape()), " of ids with shape ",
+            ids.shape(), " is outside the vocabulary [0, ", vocab, ")");
 }
 
 }  // namespace
@@ -46,22 +58,29 @@ Tensor embedding_forward(const Tensor& ids, const Tensor& weight, double scale, 
   out_shape.push_back(dim);
   Tensor out = Tensor::empty(out_shape, weight.dtype(), weight.device());
   const int64_t seq_len = ids.dim() > 0 ? ids.size(-1) : 1;
-  Tensor pe;
-  if (add_positions && ids.numel() > 0)
-    pe = sinusoidal_positions(seq_len, dim, position_offset, weight.dtype(), weight.device());
   dispatch_float(
       op, weight,
       [&](auto t) {
         using T = typename decltype(t)::type;
+        Tensor pe;
+        if (add_positions && ids.numel() > 0)
+          pe = sinusoidal_positions(seq_len, dim, position_offset, weight.dtype(), weight.device());
         kernels::embedding_forward_cpu<T>(ids.data<int32_t>(), weight.data<T>(), out.data<T>(),
                                           ids.numel(), dim, scale,
                                           pe.defined() ? pe.data<T>() : nullptr, seq_len);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        // Positions are computed in the kernel (no table is built or copied).
+        kernels::embedding_forward_cuda<T>(ids.data<int32_t>(), weight.data<T>(), out.data<T>(),
+                                           ids.numel(), dim, scale, add_positions, seq_len,
+                                           position_offset, cuda::stream(weight.device().index));
+      });
   return out;
 }
 
-Tensor embedding_backward(const Tensor& ids, const Tensor& grad_out, int64_t vocab, double scale) {
+Tensor embedding_backward(const Tensor& ids, const Tensor& grad_out, int64_t vocab, double scale,
+                          bool deterministic) {
   const char* op = "embedding_backward";
   check_dtype(op, "ids", ids, kI32);
   check_float(op, "grad_out", grad_out);
@@ -83,7 +102,17 @@ Tensor embedding_backward(const Tensor& ids, const Tensor& grad_out, int64_t voc
         kernels::embedding_backward_cpu<T>(ids.data<int32_t>(), grad_out.data<T>(),
                                            grad_weight.data<T>(), ids.numel(), dim, scale);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        cudaStream_t stream = cuda::stream(grad_out.device().index);  // also selects the device
+        const size_t bytes =
+            kernels::embedding_backward_cuda_workspace<T>(ids.numel(), dim, vocab, deterministic);
+        Tensor workspace =
+            Tensor::empty({static_cast<int64_t>((bytes + 3) / 4)}, kF32, grad_out.device());
+        kernels::embedding_backward_cuda<T>(ids.data<int32_t>(), grad_out.data<T>(),
+                                            grad_weight.data<T>(), ids.numel(), dim, vocab, scale,
+                                            deterministic, workspace.raw_data(), stream);
+      });
   return grad_weight;
 }
 

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "core/cuda_backend.h"
 #include "kernels/layer_norm.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -13,6 +14,11 @@ namespace {
 // Shape of the per-row statistics: x's shape without the normalised dimension.
 Shape row_shape(const Tensor& x) {
   return Shape(x.shape().begin(), x.shape().end() - 1);
+}
+
+// Statistics at least in f32 so bf16/f16 data keep them precise.
+DType stat_dtype(const Tensor& x) {
+  return x.dtype() == kF64 ? kF64 : kF32;
 }
 
 void check_inputs(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -42,12 +48,10 @@ LayerNormOutput layer_norm_forward(const Tensor& x, const Tensor& gamma, const T
   ATTN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
   const int64_t cols = x.size(-1);
   const int64_t rows = x.numel() / cols;
-  // Statistics at least in f32 so a future bf16/f16 path keeps them precise.
-  const DType stat_dtype = x.dtype() == kF64 ? kF64 : kF32;
   LayerNormOutput out;
   out.y = Tensor::empty_like(x);
-  out.mean = Tensor::empty(row_shape(x), stat_dtype, x.device());
-  out.rstd = Tensor::empty(row_shape(x), stat_dtype, x.device());
+  out.mean = Tensor::empty(row_shape(x), stat_dtype(x), x.device());
+  out.rstd = Tensor::empty(row_shape(x), stat_dtype(x), x.device());
   dispatch_float(
       op, x,
       [&](auto t) {
@@ -57,7 +61,13 @@ LayerNormOutput layer_norm_forward(const Tensor& x, const Tensor& gamma, const T
                                            gamma.data<T>(), beta.data<T>(), eps, rows, cols,
                                            out.y.data<T>(), out.mean.data<T>(), out.rstd.data<T>());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::layer_norm_forward_cuda<T>(
+            x.data<T>(), residual.defined() ? residual.data<T>() : nullptr, gamma.data<T>(),
+            beta.data<T>(), eps, rows, cols, out.y.data<T>(), out.mean.data<float>(),
+            out.rstd.data<float>(), cuda::stream(x.device().index));
+      });
   return out;
 }
 
@@ -83,8 +93,10 @@ LayerNormGrads layer_norm_backward(const Tensor& dy, const Tensor& x, const Tens
     check_defined(op, name, *s);
     ATTN_CHECK(s->shape() == row_shape(x), op, ": ", name, " has shape ", s->shape(),
                " but x has shape ", x.shape());
-    ATTN_CHECK(s->dtype() == x.dtype(), op, ": ", name, " is ", s->dtype(), " but x is ",
-               x.dtype());
+    ATTN_CHECK(s->dtype() == stat_dtype(x), op, ": ", name, " is ", s->dtype(), " but x is ",
+               x.dtype(), " (expected ", stat_dtype(x), " statistics)");
+    ATTN_CHECK(s->device() == x.device(), op, ": ", name, " is on ", s->device(), " but x is on ",
+               x.device());
   }
   LayerNormGrads g;
   g.dx = Tensor::empty_like(x);
@@ -100,7 +112,17 @@ LayerNormGrads layer_norm_backward(const Tensor& dy, const Tensor& x, const Tens
             gamma.data<T>(), mean.data<T>(), rstd.data<T>(), rows, cols, g.dx.data<T>(),
             g.dgamma.data<T>(), g.dbeta.data<T>());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        // Per-block partial sums of dgamma/dbeta (fp32), reduced in a fixed order.
+        Tensor workspace = Tensor::empty({kernels::layer_norm_backward_cuda_workspace(rows, cols)},
+                                         kF32, x.device());
+        kernels::layer_norm_backward_cuda<T>(
+            dy.data<T>(), x.data<T>(), residual.defined() ? residual.data<T>() : nullptr,
+            gamma.data<T>(), mean.data<float>(), rstd.data<float>(), rows, cols, g.dx.data<T>(),
+            g.dgamma.data<T>(), g.dbeta.data<T>(), workspace.data<float>(),
+            cuda::stream(x.device().index));
+      });
   return g;
 }
 

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "core/cuda_backend.h"
 #include "kernels/softmax.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -28,7 +29,11 @@ Tensor softmax_forward(const Tensor& x) {
         using T = typename decltype(t)::type;
         kernels::softmax_forward_cpu<T>(x.data<T>(), y.data<T>(), rows, cols);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::softmax_forward_cuda<T>(x.data<T>(), y.data<T>(), rows, cols,
+                                         cuda::stream(x.device().index));
+      });
   return y;
 }
 
@@ -45,7 +50,11 @@ Tensor softmax_backward(const Tensor& y, const Tensor& dy) {
         using T = typename decltype(t)::type;
         kernels::softmax_backward_cpu<T>(y.data<T>(), dy.data<T>(), dx.data<T>(), rows, cols);
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::softmax_backward_cuda<T>(y.data<T>(), dy.data<T>(), dx.data<T>(), rows, cols,
+                                          cuda::stream(y.device().index));
+      });
   return dx;
 }
 
