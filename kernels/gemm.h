@@ -1,7 +1,8 @@
 // Strided batched GEMM on row-major matrices: for each batch index i,
 //   C_i = alpha * op(A_i) @ op(B_i) + beta * C_i
 // with op(X) = X or X^T, A_i = A + i * stride_a (stride 0 shares one matrix across the
-// batch). beta = 1 accumulates (parameter gradients), beta = 0 overwrites.
+// batch). beta = 1 accumulates (parameter gradients), beta = 0 overwrites (C is not read,
+// so it may hold garbage).
 #pragma once
 
 #include <cstdint>
@@ -21,5 +22,33 @@ struct GemmShape {
 // CPU through OpenBLAS (cblas_sgemm / cblas_dgemm).
 template <class T>
 void gemm_cpu(const GemmShape& s, double alpha, const T* a, const T* b, double beta, T* c);
+
+// CUDA through cuBLASLt, for T in float, bf16, f16, always accumulating in fp32 (float uses
+// TF32 tensor cores when cuda::set_allow_tf32(true)). Runs with the context (cuBLASLt handle,
+// workspace) of the current device, which cuda::stream(i) selects: pass that stream.
+template <class T>
+void gemm_cuda(const GemmShape& s, double alpha, const T* a, const T* b, double beta, T* c,
+               cudaStream_t stream);
+
+// One GEMM (batch 1) with the Linear layer's epilogue, fused by cuBLASLt:
+//   C = act(op(A) @ op(B) + bias)
+// bias[n] is added to every row (nullptr: no bias); act is relu or the identity. C is
+// written (beta 0). Returns false, having done nothing, when cuBLASLt has no kernel for this
+// epilogue; the caller then adds the bias itself.
+template <class T>
+bool gemm_bias_cuda(const GemmShape& s, const T* a, const T* b, const T* bias, bool relu, T* c,
+                    cudaStream_t stream);
+
+// One GEMM (batch 1), C = op(A) @ op(B) (written, beta 0), that also writes
+//   bias_grad[i] = sum_k op(A)[i, k]   (length m)
+// For the Linear layer's weight gradient, A = the output gradient [rows, out] (trans_a) and
+// B = the input [rows, in]: C = dW [out, in] and bias_grad = the bias gradient. Returns
+// false, having done nothing, when cuBLASLt has no kernel for it.
+template <class T>
+bool gemm_bias_grad_cuda(const GemmShape& s, const T* a, const T* b, T* c, T* bias_grad,
+                         cudaStream_t stream);
+
+// Cached cuBLASLt plans (all devices): a shape seen before asks no heuristic again.
+int64_t gemm_cuda_plan_count();
 
 }  // namespace attn::kernels

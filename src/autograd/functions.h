@@ -16,6 +16,8 @@ namespace attn {
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 // x [..., in] @ weight[out, in]^T + bias[out] (bias optional).
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+// relu(linear(x, weight, bias)); on CUDA the bias and relu run in the GEMM's epilogue.
+Tensor linear_relu(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 
 // Element-wise on equal shapes.
 Tensor add(const Tensor& a, const Tensor& b);

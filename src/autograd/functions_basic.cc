@@ -61,6 +61,22 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return out;
 }
 
+namespace {
+// linear's backward given the gradient of its (pre-activation) output: dx = g W,
+// dW = g^T x, db = sum of g's rows (from the same GEMM as dW on CUDA).
+std::vector<Tensor> linear_grads(const Tensor& g, const Tensor& x, const Tensor& w, bool x_req,
+                                 bool w_req, bool b_req) {
+  Tensor dx, dw, db;
+  if (x_req) dx = ops::matmul(g, w);
+  if (w_req) {
+    dw = ops::linear_weight_grad(g, x, b_req ? &db : nullptr);
+  } else if (b_req) {
+    db = ops::sum_to_last(g);
+  }
+  return {dx, dw, db};
+}
+}  // namespace
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   Tensor out = ops::linear(x, w, bias);
   if (!autograd::needs_grad({&x, &w, &bias})) return out;
@@ -68,14 +84,20 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   const bool b_req = bias.defined() && bias.requires_grad();
   record_fn(out, OpId::linear, {x, w, bias},
             [sx = saved(x), sw = saved(w), x_req, w_req, b_req](const Tensor& g) {
-              Tensor dx, dw, db;
-              if (x_req) dx = ops::matmul(g, sw);
-              if (w_req) {
-                const int64_t in = sw.size(1), out_f = sw.size(0);
-                dw = ops::matmul(g.view({-1, out_f}), sx.view({-1, in}), true, false);
-              }
-              if (b_req) db = ops::sum_to_last(g);
-              return std::vector<Tensor>{dx, dw, db};
+              return linear_grads(g, sx, sw, x_req, w_req, b_req);
+            });
+  return out;
+}
+
+Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  Tensor out = ops::linear_relu(x, w, bias);
+  if (!autograd::needs_grad({&x, &w, &bias})) return out;
+  const bool x_req = x.requires_grad(), w_req = w.requires_grad();
+  const bool b_req = bias.defined() && bias.requires_grad();
+  record_fn(out, OpId::linear_relu, {x, w, bias},
+            [sx = saved(x), sw = saved(w), y = saved(out), x_req, w_req, b_req](const Tensor& g) {
+              // The relu mask comes from the output: y > 0 exactly where the input was.
+              return linear_grads(ops::relu_backward(g, y), sx, sw, x_req, w_req, b_req);
             });
   return out;
 }

@@ -18,6 +18,7 @@ namespace attn::autograd {
 #define ATTN_DIFFERENTIABLE_OPS(X) \
   X(matmul)                        \
   X(linear)                        \
+  X(linear_relu)                   \
   X(add)                           \
   X(sub)                           \
   X(mul)                           \

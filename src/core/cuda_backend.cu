@@ -1,15 +1,19 @@
-// CUDA backend: device discovery, one non-blocking stream per device, a plain
-// cudaMalloc/cudaFree allocator with statistics, and copies between host and devices.
+// CUDA backend: device discovery, one non-blocking stream per device, the per-device
+// context (cuBLASLt handle and workspace), the allocators (caching by default, plain
+// cudaMalloc/cudaFree on request) and copies between host and devices.
 //
 // Ordering convention: all of attn's work on device i goes to stream(i). Copies enqueue on
 // that stream and then wait for it, so a copy sees every kernel launched before it and the
 // host sees the copied bytes when copy() returns. stream(i) also makes i the calling
 // thread's current device, so a kernel launched on the returned stream runs on device i.
+// The caching allocator relies on the same order (see cuda_backend.h).
+#include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -65,41 +69,72 @@ std::string format_bytes(double bytes) {
   return buf;
 }
 
+// The OutOfMemoryError text: what was asked, what the device has, what attn holds, and
+// the usual remedy.
+std::string oom_message(int index, size_t bytes, const AllocatorStats& s) {
+  DeviceGuard guard(index, /*may_throw=*/false);  // cudaMemGetInfo reports the current device
+  size_t free_b = 0, total_b = 0;
+  std::string device_mem;
+  const cudaError_t info = cudaMemGetInfo(&free_b, &total_b);
+  if (info == cudaSuccess) {
+    device_mem =
+        detail::str_cat(format_bytes(free_b), " free of ", format_bytes(total_b), " total");
+  } else {
+    cudaGetLastError();
+    device_mem = detail::str_cat("free/total unknown (", cudaGetErrorString(info), ")");
+  }
+  return detail::str_cat("CUDA out of memory on cuda:", index, ": tried to allocate ",
+                         format_bytes(static_cast<double>(bytes)), " (", bytes,
+                         " bytes); device has ", device_mem, "; attn holds ",
+                         format_bytes(s.current_bytes), " (peak ", format_bytes(s.peak_bytes),
+                         ", reserved ", format_bytes(s.reserved_bytes),
+                         "); try a smaller data.max_tokens");
+}
+
+// cudaFree that never throws (it runs while tensors are destroyed, possibly at teardown).
+// cudaFree waits for pending work on the device, so no stream sync is needed.
+void free_device_memory(int index, void* ptr) {
+  DeviceGuard guard(index, /*may_throw=*/false);
+  const cudaError_t err = cudaFree(ptr);
+  // During process teardown the runtime may already be gone; the memory goes with it.
+  if (err != cudaSuccess && err != cudaErrorCudartUnloading) {
+    cudaGetLastError();
+    static std::atomic<bool> reported{false};
+    if (!reported.exchange(true)) {
+      std::fprintf(stderr, "attn: cudaFree on cuda:%d failed: %s: %s\n", index,
+                   cudaGetErrorName(err), cudaGetErrorString(err));
+    }
+  }
+}
+
+// cudaMalloc on device `index`; nullptr when the device is out of memory.
+void* malloc_device_memory(int index, size_t bytes) {
+  DeviceGuard guard(index);
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // not sticky, but the next launch check would still report it
+    return nullptr;
+  }
+  CUDA_CHECK(err);
+  return p;
+}
+
 class SimpleCudaAllocator final : public Allocator {
  public:
   explicit SimpleCudaAllocator(int index) : index_(index) {}
 
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
-    DeviceGuard guard(index_);
-    void* p = nullptr;
-    const cudaError_t err = cudaMalloc(&p, bytes);
-    if (err == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      throw OutOfMemoryError(oom_message(bytes));
-    }
-    CUDA_CHECK(err);
+    void* p = malloc_device_memory(index_, bytes);
+    if (!p) throw OutOfMemoryError(oom_message(index_, bytes, stats()));
     tracker_.on_allocate(bytes);
     return p;
   }
 
-  // Runs inside Storage's destructor, where a throw would std::terminate: a failure is
-  // reported on stderr (once) instead. cudaFree waits for pending work, so no stream sync.
   void deallocate(void* ptr, size_t bytes) override {
     if (!ptr) return;
-    {
-      DeviceGuard guard(index_, /*may_throw=*/false);
-      const cudaError_t err = cudaFree(ptr);
-      // During process teardown the runtime may already be gone; the memory goes with it.
-      if (err != cudaSuccess && err != cudaErrorCudartUnloading) {
-        cudaGetLastError();
-        static std::atomic<bool> reported{false};
-        if (!reported.exchange(true)) {
-          std::fprintf(stderr, "attn: cudaFree on cuda:%d failed: %s: %s\n", index_,
-                       cudaGetErrorName(err), cudaGetErrorString(err));
-        }
-      }
-    }
+    free_device_memory(index_, ptr);
     tracker_.on_deallocate(bytes);
   }
 
@@ -107,28 +142,28 @@ class SimpleCudaAllocator final : public Allocator {
   void reset_peak() override { tracker_.reset_peak(); }
 
  private:
-  std::string oom_message(size_t bytes) const {
-    size_t free_b = 0, total_b = 0;
-    std::string device_mem;
-    const cudaError_t info = cudaMemGetInfo(&free_b, &total_b);
-    if (info == cudaSuccess) {
-      device_mem =
-          detail::str_cat(format_bytes(free_b), " free of ", format_bytes(total_b), " total");
-    } else {
-      cudaGetLastError();
-      device_mem = detail::str_cat("free/total unknown (", cudaGetErrorString(info), ")");
-    }
-    const AllocatorStats s = stats();
-    return detail::str_cat("CUDA out of memory on cuda:", index_, ": tried to allocate ",
-                           format_bytes(static_cast<double>(bytes)), " (", bytes,
-                           " bytes); device has ", device_mem, "; attn holds ",
-                           format_bytes(s.current_bytes), " (peak ", format_bytes(s.peak_bytes),
-                           "); try a smaller data.max_tokens");
-  }
-
   const int index_;
   StatsTracker tracker_;
 };
+
+// The system memory under the caching allocator.
+class CudaRawMemory final : public RawMemory {
+ public:
+  explicit CudaRawMemory(int index) : index_(index) {}
+  void* allocate(size_t bytes) override { return malloc_device_memory(index_, bytes); }
+  void release(void* ptr, size_t) override { free_device_memory(index_, ptr); }
+  std::string out_of_memory_message(size_t bytes, const AllocatorStats& s) const override {
+    return oom_message(index_, bytes, s);
+  }
+
+ private:
+  const int index_;
+};
+
+std::atomic<bool> g_allow_tf32{false};
+
+std::once_flag g_context_once[kMaxDevices];
+DeviceContext g_contexts[kMaxDevices];
 
 }  // namespace
 
@@ -171,6 +206,60 @@ cudaStream_t stream(int index) {
 
 void synchronize(int index) {
   CUDA_CHECK(cudaStreamSynchronize(stream(index)));
+}
+
+void wait_for_stream(int index, cudaStream_t other) {
+  cudaStream_t s = stream(index);
+  if (other == s) return;
+  cudaEvent_t ev = nullptr;
+  CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  cudaError_t err = cudaEventRecord(ev, other);
+  if (err == cudaSuccess) err = cudaStreamWaitEvent(s, ev, 0);
+  cudaEventDestroy(ev);  // released once the wait is done
+  CUDA_CHECK(err);
+}
+
+const DeviceContext& context(int index) {
+  cudaStream_t s = stream(index);  // checks the index; makes the device current
+  std::call_once(g_context_once[index], [index, s] {
+    cublasLtHandle_t handle = nullptr;
+    CUBLAS_CHECK(cublasLtCreate(&handle));
+    void* workspace = nullptr;
+    const cudaError_t err = cudaMalloc(&workspace, kBlasWorkspaceBytes);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      cublasLtDestroy(handle);
+      if (err == cudaErrorMemoryAllocation) {
+        AllocatorStats none;
+        throw OutOfMemoryError(oom_message(index, kBlasWorkspaceBytes, none));
+      }
+      detail::throw_cuda_error(err, "cudaMalloc (cuBLASLt workspace)", __FILE__, __LINE__);
+    }
+    DeviceContext& c = g_contexts[index];
+    c.index = index;
+    c.stream = s;
+    c.blaslt = handle;
+    c.workspace = workspace;
+    c.workspace_bytes = kBlasWorkspaceBytes;
+  });
+  return g_contexts[index];
+}
+
+void set_allow_tf32(bool allow) { g_allow_tf32.store(allow, std::memory_order_relaxed); }
+bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
+
+std::unique_ptr<Allocator> make_allocator(int index) {
+  const char* env = std::getenv("ATTN_CUDA_ALLOCATOR");
+  const std::string kind = env ? env : "";
+  if (kind.empty() || kind == "caching") return make_caching_allocator(index);
+  if (kind == "simple") return make_simple_allocator(index);
+  ATTN_FAIL("ATTN_CUDA_ALLOCATOR=", kind,
+            " is not an allocator: use caching (the default) or simple");
+}
+
+std::unique_ptr<Allocator> make_caching_allocator(int index) {
+  require_device(index);
+  return ::attn::make_caching_allocator(std::make_unique<CudaRawMemory>(index));
 }
 
 std::unique_ptr<Allocator> make_simple_allocator(int index) {

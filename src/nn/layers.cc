@@ -19,6 +19,10 @@ Tensor Linear::forward(const Tensor& x) const {
   return linear(x, compute(weight_), compute(bias_));
 }
 
+Tensor Linear::forward_relu(const Tensor& x) const {
+  return linear_relu(x, compute(weight_), compute(bias_));
+}
+
 Embedding::Embedding(int64_t vocab, int64_t dim, Generator& init_gen) {
   ATTN_CHECK(vocab > 0 && dim > 0, "Embedding: sizes must be positive, got vocab ", vocab, ", dim ",
              dim);
@@ -50,7 +54,7 @@ FeedForward::FeedForward(int64_t d_model, int64_t d_ff, double relu_dropout, Gen
 }
 
 Tensor FeedForward::forward(const Tensor& x) const {
-  Tensor h = relu(fc1_->forward(x));
+  Tensor h = fc1_->forward_relu(x);
   h = dropout(h, relu_dropout_, is_training(), dropout_generator());
   return fc2_->forward(h);
 }

@@ -16,6 +16,8 @@ class Linear : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias, Generator& init_gen);
   Tensor forward(const Tensor& x) const;
+  // relu(forward(x)) in one op (cuBLASLt's bias+ReLU epilogue on CUDA).
+  Tensor forward_relu(const Tensor& x) const;
   const Tensor& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }  // undefined without bias
   int64_t in_features() const { return weight_.size(1); }

@@ -1,8 +1,10 @@
 #include "ops/matmul.h"
 
+#include "core/cuda_backend.h"
 #include "kernels/gemm.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise.h"
 #include "ops/reduce.h"
 
 namespace attn::ops {
@@ -40,6 +42,13 @@ Plan plan(const char* op, const Tensor& a, const Tensor& b, bool ta, bool tb) {
   p.g.stride_a = m * ka;
   p.g.stride_b = b.dim() == 2 ? 0 : kb * n;
   p.g.stride_c = m * n;
+  if (b.dim() == 2 && !ta && p.g.batch > 1) {
+    // A shared b against untransposed a: the batch entries are consecutive rows of one
+    // [batch * M, K] matrix, and one large GEMM beats many small ones.
+    p.g.m = m * p.g.batch;
+    p.g.batch = 1;
+    p.g.stride_a = p.g.stride_b = p.g.stride_c = 0;
+  }
   p.out_shape = batch_a;
   p.out_shape.push_back(m);
   p.out_shape.push_back(n);
@@ -54,7 +63,75 @@ void run(const char* op, const Plan& p, const Tensor& a, const Tensor& b, double
         using T = typename decltype(t)::type;
         kernels::gemm_cpu<T>(p.g, alpha, a.data<T>(), b.data<T>(), beta, out.data<T>());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::gemm_cuda<T>(p.g, alpha, a.data<T>(), b.data<T>(), beta, out.data<T>(),
+                              cuda::stream(a.device().index));
+      });
+}
+
+struct LinearPlan {
+  kernels::GemmShape g;  // [rows, in] @ [out, in]^T
+  Shape out_shape;
+};
+
+LinearPlan plan_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_float(op, "x", x);
+  check_dim(op, "weight", w, 2);
+  check_like(op, "x", x, "weight", w);
+  check_like(op, "x", x, "bias", bias);
+  ATTN_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), op, ": x has shape ", x.shape(),
+             " but weight has shape ", w.shape(), " (expected [out, ", x.size(-1), "])");
+  if (bias.defined()) {
+    ATTN_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), op, ": bias has shape ",
+               bias.shape(), " but weight has shape ", w.shape());
+  }
+  const int64_t in = w.size(1), out_f = w.size(0);
+  LinearPlan p;
+  p.g.m = in ? x.numel() / in : shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  p.g.n = out_f;
+  p.g.k = in;
+  p.g.trans_b = true;
+  p.out_shape = x.shape();
+  p.out_shape.back() = out_f;
+  return p;
+}
+
+Tensor linear_impl(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias,
+                   bool relu) {
+  const LinearPlan p = plan_linear(op, x, w, bias);
+  if (x.device().is_cuda()) {
+    // The bias (and relu) in the GEMM's epilogue: one pass over the output.
+    Tensor out = Tensor::empty(p.out_shape, x.dtype(), x.device());
+    bool fused = false;
+    dispatch_float(
+        op, x, [](auto) {},
+        [&](auto t) {
+          using T = typename decltype(t)::type;
+          fused = kernels::gemm_bias_cuda<T>(p.g, x.data<T>(), w.data<T>(),
+                                             bias.defined() ? bias.data<T>() : nullptr, relu,
+                                             out.data<T>(), cuda::stream(x.device().index));
+        });
+    if (fused) return out;
+  }
+  // With a bias, every output row starts as the bias and the product accumulates onto it.
+  const int64_t rows = p.g.m, out_f = p.g.n;
+  Tensor out = bias.defined()
+                   ? expand_dim(bias.detach().view({1, out_f}), {rows, out_f}, 0).view(p.out_shape)
+                   : Tensor::empty(p.out_shape, x.dtype(), x.device());
+  const double beta = bias.defined() ? 1.0 : 0.0;
+  dispatch_float(
+      op, x,
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::gemm_cpu<T>(p.g, 1.0, x.data<T>(), w.data<T>(), beta, out.data<T>());
+      },
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::gemm_cuda<T>(p.g, 1.0, x.data<T>(), w.data<T>(), beta, out.data<T>(),
+                              cuda::stream(x.device().index));
+      });
+  return relu ? ops::relu(out) : out;
 }
 
 }  // namespace
@@ -76,39 +153,57 @@ void matmul_acc(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, Te
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_float("linear", "x", x);
-  check_dim("linear", "weight", w, 2);
-  check_like("linear", "x", x, "weight", w);
-  check_like("linear", "x", x, "bias", bias);
-  ATTN_CHECK(x.dim() >= 1 && x.size(-1) == w.size(1), "linear: x has shape ", x.shape(),
-             " but weight has shape ", w.shape(), " (expected [out, ", x.size(-1), "])");
-  if (bias.defined()) {
-    ATTN_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "linear: bias has shape ",
-               bias.shape(), " but weight has shape ", w.shape());
+  return linear_impl("linear", x, w, bias, false);
+}
+
+Tensor linear_relu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  return linear_impl("linear_relu", x, w, bias, true);
+}
+
+Tensor linear_weight_grad(const Tensor& g, const Tensor& x, Tensor* bias_grad) {
+  const char* op = "linear_weight_grad";
+  check_float(op, "grad", g);
+  check_like(op, "grad", g, "x", x);
+  ATTN_CHECK(g.dim() >= 1 && x.dim() == g.dim() &&
+                 Shape(g.shape().begin(), g.shape().end() - 1) ==
+                     Shape(x.shape().begin(), x.shape().end() - 1),
+             op, ": grad ", g.shape(), " and x ", x.shape(), " differ in their leading dimensions");
+  const int64_t out_f = g.size(-1), in = x.size(-1);
+  const int64_t rows = shape_numel(Shape(g.shape().begin(), g.shape().end() - 1));
+  kernels::GemmShape s;  // dW [out, in] = g2^T [out, rows] @ x2 [rows, in]
+  s.m = out_f;
+  s.n = in;
+  s.k = rows;
+  s.trans_a = true;
+  Tensor dw = Tensor::empty({out_f, in}, g.dtype(), g.device());
+  if (bias_grad && g.device().is_cuda()) {
+    Tensor db = Tensor::empty({out_f}, g.dtype(), g.device());
+    bool fused = false;
+    dispatch_float(
+        op, g, [](auto) {},
+        [&](auto t) {
+          using T = typename decltype(t)::type;
+          fused = kernels::gemm_bias_grad_cuda<T>(s, g.data<T>(), x.data<T>(), dw.data<T>(),
+                                                  db.data<T>(), cuda::stream(g.device().index));
+        });
+    if (fused) {
+      *bias_grad = db;
+      return dw;
+    }
   }
-  const int64_t in = w.size(1), out_f = w.size(0);
-  const int64_t rows =
-      in ? x.numel() / in : shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  Shape out_shape = x.shape();
-  out_shape.back() = out_f;
-  kernels::GemmShape g;
-  g.m = rows;
-  g.n = out_f;
-  g.k = in;
-  g.trans_b = true;
-  // With a bias, every output row starts as the bias and the product accumulates onto it.
-  Tensor out = bias.defined()
-                   ? expand_dim(bias.detach().view({1, out_f}), {rows, out_f}, 0).view(out_shape)
-                   : Tensor::empty(out_shape, x.dtype(), x.device());
-  const double beta = bias.defined() ? 1.0 : 0.0;
   dispatch_float(
-      "linear", x,
+      op, g,
       [&](auto t) {
         using T = typename decltype(t)::type;
-        kernels::gemm_cpu<T>(g, 1.0, x.data<T>(), w.data<T>(), beta, out.data<T>());
+        kernels::gemm_cpu<T>(s, 1.0, g.data<T>(), x.data<T>(), 0.0, dw.data<T>());
       },
-      kNoCuda);
-  return out;
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        kernels::gemm_cuda<T>(s, 1.0, g.data<T>(), x.data<T>(), 0.0, dw.data<T>(),
+                              cuda::stream(g.device().index));
+      });
+  if (bias_grad) *bias_grad = sum_to_last(g);
+  return dw;
 }
 
 }  // namespace attn::ops

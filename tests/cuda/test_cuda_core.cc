@@ -1,7 +1,9 @@
 // CUDA backend basics: device discovery, host<->device copies, dtype casts and fills against
 // the CPU reference (bit-exact except NaN payloads), the allocator's statistics and its
-// out-of-memory error. Needs a GPU: the first test fails loudly without one.
+// out-of-memory error, the device context (cuBLASLt handle, workspace, TF32 switch) and
+// cross-stream ordering. Needs a GPU: the first test fails loudly without one.
 #include <catch2/catch.hpp>
+#include <cuda_runtime.h>
 #include <cfloat>
 #include <climits>
 #include <cmath>
@@ -360,6 +362,50 @@ TEST_CASE("CUDA allocator statistics follow tensors", "[cuda][allocator]") {
   CHECK(s4.peak_bytes == peak);
   alloc.reset_peak();
   CHECK(alloc.stats().peak_bytes == s0.current_bytes);
+}
+
+TEST_CASE("the device context holds the stream, a cuBLASLt handle and a workspace",
+          "[cuda][context]") {
+  const cuda::DeviceContext& ctx = cuda::context(0);
+  CHECK(ctx.index == 0);
+  CHECK(ctx.stream == cuda::stream(0));
+  CHECK(ctx.blaslt != nullptr);
+  CHECK(ctx.workspace != nullptr);
+  CHECK(ctx.workspace_bytes == cuda::kBlasWorkspaceBytes);
+  CHECK(&cuda::context(0) == &ctx);  // made once
+  // The workspace is real device memory of that size.
+  CHECK(cudaMemsetAsync(ctx.workspace, 0, ctx.workspace_bytes, ctx.stream) == cudaSuccess);
+  CHECK_NOTHROW(cuda::synchronize(0));
+  CHECK_THROWS_WITH(cuda::context(cuda::device_count()),
+                    Catch::Contains("cuda:" + std::to_string(cuda::device_count())));
+}
+
+TEST_CASE("TF32 is off by default and the switch holds its value", "[cuda][context]") {
+  CHECK_FALSE(cuda::allow_tf32());
+  cuda::set_allow_tf32(true);
+  CHECK(cuda::allow_tf32());
+  cuda::set_allow_tf32(false);
+  CHECK_FALSE(cuda::allow_tf32());
+}
+
+TEST_CASE("wait_for_stream orders attn's stream after another stream's work", "[cuda][context]") {
+  const int64_t n = int64_t{1} << 24;
+  Tensor t = Tensor::zeros({n}, kF32, kGpu);
+  cuda::synchronize(0);
+  cudaStream_t other = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking) == cudaSuccess);
+  // A 64 MiB write on the other stream. (A copy from pageable memory may finish before the
+  // call returns, so this shows the calls work together, not that the wait is needed.)
+  std::vector<float> ones(static_cast<size_t>(n), 1.0f);
+  REQUIRE(cudaMemcpyAsync(t.raw_data(), ones.data(), n * sizeof(float), cudaMemcpyHostToDevice,
+                          other) == cudaSuccess);
+  cuda::wait_for_stream(0, other);
+  // Queued on stream(0) after the wait: sees the copy.
+  const std::vector<double> back = t.to(Device::cpu()).to_double_vector();
+  CHECK(back.front() == 1.0);
+  CHECK(back.back() == 1.0);
+  CHECK(cudaStreamSynchronize(other) == cudaSuccess);
+  CHECK(cudaStreamDestroy(other) == cudaSuccess);
 }
 
 TEST_CASE("a CUDA cast writes every element of its output and nothing past it", "[cuda][cast]") {
