@@ -54,4 +54,34 @@ void attention_backward_cpu(const AttentionArgs& a, const T* q, const T* k, cons
                             const T* out, const attention_acc_t<T>* lse, const T* grad_out,
                             T* grad_q, T* grad_k, T* grad_v);
 
+// ---- CUDA (kernels/attention_cuda.cu): T in {float, bf16, f16}, fp32 accumulation, lse in
+// float. Every pointer (key_lengths too) is device memory; work is ordered on `stream`.
+// Same semantics and memory convention as the CPU functions above, including the dropout
+// mask (bit-identical keep decisions). Head dims: attention_cuda_supports_head_dim; others
+// throw naming the head dim and the supported ones.
+
+inline bool attention_cuda_supports_head_dim(int64_t head_dim) {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128;
+}
+
+template <class T>
+void attention_forward_cuda(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
+                            float* lse, cudaStream_t stream);
+
+// Incremental decoding (q_len == 1, dropout_p == 0, enforced): the results of
+// attention_forward_cuda (out and lse), with the keys of each (b, h) split over warps.
+template <class T>
+void attention_decode_cuda(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
+                           float* lse, cudaStream_t stream);
+
+// Floats of device workspace attention_backward_cuda needs (D_i = rowsum(dO_i * O_i)).
+inline int64_t attention_backward_cuda_workspace(const AttentionArgs& a) {
+  return a.batch * a.heads * a.q_len;
+}
+
+template <class T>
+void attention_backward_cuda(const AttentionArgs& a, const T* q, const T* k, const T* v,
+                             const T* out, const float* lse, const T* grad_out, T* grad_q,
+                             T* grad_k, T* grad_v, float* workspace, cudaStream_t stream);
+
 }  // namespace attn::kernels

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/cuda_backend.h"
 #include "kernels/attention.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -70,6 +71,11 @@ void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v,
                " but q is on ", q.device());
   }
   check_dropout_p(kOp, opt.dropout_p);
+  if (q.device().is_cuda()) {
+    ATTN_CHECK(kernels::attention_cuda_supports_head_dim(q.size(3)), kOp, ": head dim ",
+               q.size(3), " is not supported on CUDA (supported head dims: 32, 64, 128); q has shape ",
+               q.shape());
+  }
 }
 
 AttentionResult attention_forward(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -88,7 +94,19 @@ AttentionResult attention_forward(const Tensor& q, const Tensor& k, const Tensor
         kernels::attention_forward_cpu<T>(a, q.data<T>(), k.data<T>(), v.data<T>(), r.out.data<T>(),
                                           r.lse.data<A>());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        const cudaStream_t stream = cuda::stream(q.device().index);
+        // One query row and no dropout (incremental decoding): the kernel that splits the keys
+        // over warps; same out and lse, so a gradient can still follow.
+        if (a.q_len == 1 && a.dropout_p == 0.0f) {
+          kernels::attention_decode_cuda<T>(a, q.data<T>(), k.data<T>(), v.data<T>(),
+                                            r.out.data<T>(), r.lse.data<float>(), stream);
+        } else {
+          kernels::attention_forward_cuda<T>(a, q.data<T>(), k.data<T>(), v.data<T>(),
+                                             r.out.data<T>(), r.lse.data<float>(), stream);
+        }
+      });
   return r;
 }
 
@@ -119,7 +137,16 @@ AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const
                                            lse.data<A>(), grad_out.data<T>(), g.q.data<T>(),
                                            g.k.data<T>(), g.v.data<T>());
       },
-      kNoCuda);
+      [&](auto t) {
+        using T = typename decltype(t)::type;
+        // D_i = rowsum(dO_i * O_i); freed after the launch, which is safe on the op stream.
+        Tensor workspace =
+            Tensor::empty({kernels::attention_backward_cuda_workspace(a)}, kF32, q.device());
+        kernels::attention_backward_cuda<T>(
+            a, q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<float>(),
+            grad_out.data<T>(), g.q.data<T>(), g.k.data<T>(), g.v.data<T>(),
+            workspace.data<float>(), cuda::stream(q.device().index));
+      });
   return g;
 }
 
