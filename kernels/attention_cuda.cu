@@ -23,6 +23,9 @@
 //  - dK/dV: one block per (b, h, tile of keys), looping over the query tiles that can see them
 //    (a tile of padded keys, or keys no causal row reaches, costs only its zero store);
 //  - dQ: one block per (b, h, tile of query rows), looping over its visible key tiles.
+//  bf16/f16: dK/dV blocks own 64 keys (16 per warp, dK and dV in registers) and step over 64
+//  query rows (32 for D = 128); dQ blocks own 64 rows and step over 64 keys (32 for D = 128).
+//  f32: 32 keys (8 per warp) x 32-row steps, and 32 rows (8 per warp) x 32-key steps.
 // A separate dQ kernel instead of atomicAdd into an fp32 buffer: it recomputes Q K^T and dO V^T
 // once more (about 7 instead of 5 matmul-sized products) but is deterministic (bitwise
 // reproducible gradients, which checkpoint/resume equality relies on), needs no dQ scratch and
