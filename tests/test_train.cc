@@ -30,18 +30,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch(const std::string& name) {
-  const fs::path p =
-      fs::temp_directory_path() / ("attn_test_train_" + std::to_string(::getpid())) / name;
-  fs::remove_all(p);
-  fs::create_directories(p.parent_path());
-  return p;
-}
+fs::path scratch(const std::string& name) { return attn::testing::scratch_path("train", name); }
 
 Config copy_config(const fs::path& out, std::vector<std::string> extra = {}) {
-  std::vector<std::string> o = {"train.output_dir=" + out.string()};
-  for (auto& e : extra) o.push_back(e);
-  return load_config(std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml", o);
+  return attn::testing::copy_task_config(out, extra);
 }
 
 std::vector<double> train_losses(const fs::path& out) {

@@ -2,15 +2,38 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <unistd.h>
+
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/tensor.h"
 #include "nn/config.h"
+#include "train/config.h"
 
 namespace attn::testing {
+
+// <tmp>/attn_test_<suite>_<pid>/<name>, removed if it exists (its parent is created).
+inline std::filesystem::path scratch_path(const std::string& suite, const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path p =
+      fs::temp_directory_path() / ("attn_test_" + suite + "_" + std::to_string(::getpid())) / name;
+  fs::remove_all(p);
+  fs::create_directories(p.parent_path());
+  return p;
+}
+
+// configs/copy.yaml writing to `out`, with --set style overrides.
+inline train::Config copy_task_config(const std::filesystem::path& out,
+                                      const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> o = {"train.output_dir=" + out.string()};
+  o.insert(o.end(), extra.begin(), extra.end());
+  return train::load_config(std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml", o);
+}
 
 // A tiny Transformer (d_model 16, 4 heads, 2+2 layers) with every dropout at 0.1, so that a
 // code path left in training mode shows up in comparisons.

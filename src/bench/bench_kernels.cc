@@ -369,11 +369,8 @@ json to_json(const KernelBenchReport& rep) {
     if (!r.error.empty()) j["error"] = r.error;
     rows.push_back(std::move(j));
   }
-  std::time_t now = std::time(nullptr);
-  char date[32];
-  std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   return {{"tool", "attn bench kernels"},
-          {"date", date},
+          {"date", utc_timestamp()},
           {"device", rep.device},
           {"quick", rep.quick},
           {"warmup", rep.warmup},

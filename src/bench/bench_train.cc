@@ -152,11 +152,8 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
 }
 
 json to_json(const TrainBenchResult& r) {
-  std::time_t now = std::time(nullptr);
-  char date[32];
-  std::strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   return {{"tool", "attn bench train"},
-          {"date", date},
+          {"date", utc_timestamp()},
           {"device", r.device},
           {"precision", r.precision},
           {"params", r.params},

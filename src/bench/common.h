@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/allocator.h"  // format_bytes
 #include "core/device.h"
 #include "core/tensor.h"
 
@@ -46,7 +47,7 @@ std::vector<double> time_calls(Device device, int warmup, int reps,
 Tensor hashed_uniform(const Shape& shape, double lo, double hi, uint64_t seed, DType dtype,
                       Device device);
 
-// "1.23 GiB"
-std::string format_bytes(double bytes);
+// The current time as ISO 8601 UTC ("2026-11-21T14:05:00Z"), for report headers.
+std::string utc_timestamp();
 
 }  // namespace attn::bench

@@ -13,6 +13,9 @@
 
 namespace attn {
 
+// "1.23 GiB" (binary units), for memory statistics and out-of-memory messages.
+std::string format_bytes(double bytes);
+
 struct AllocatorStats {
   int64_t current_bytes = 0;      // asked for by live tensors
   int64_t peak_bytes = 0;         // maximum of current_bytes

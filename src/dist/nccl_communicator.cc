@@ -193,25 +193,7 @@ class NcclCommunicator final : public Communicator {
 
   // wait() for one event instead of the whole stream.
   void wait_event(cudaEvent_t event, const std::string& what) {
-    const Clock::time_point start = Clock::now();
-    for (int spins = 0;; ++spins) {
-      const cudaError_t q = cudaEventQuery(event);
-      if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) {
-        ::attn::detail::throw_cuda_error(q, "cudaEventQuery", __FILE__, __LINE__);
-      }
-      ncclResult_t async = ncclSuccess;
-      if (const ncclResult_t r = ncclCommGetAsyncError(comm_, &async); r != ncclSuccess) {
-        fail_nccl(what, r);
-      }
-      if (async != ncclSuccess && async != ncclInProgress) fail_nccl(what, async);
-      if (past(start)) {
-        fail(what, ::attn::detail::str_cat("did not finish within ", timeout_s_,
-                                           " s (a peer died or stopped calling collectives; "
-                                           "ATTN_NCCL_TIMEOUT sets the limit)"));
-      }
-      pause(spins);
-    }
+    poll_until_done(what, "cudaEventQuery", [event] { return cudaEventQuery(event); });
   }
 
   std::string describe(const char* op, const Tensor& t) const {
@@ -277,12 +259,18 @@ class NcclCommunicator final : public Communicator {
   // Waits for the stream to finish what was queued, watching for NCCL's asynchronous errors
   // (a peer that died, a network failure) and the deadline.
   void wait(const std::string& what) {
+    poll_until_done(what, "cudaStreamQuery", [this] { return cudaStreamQuery(stream_); });
+  }
+
+  // Polls `query` (cudaSuccess: done, cudaErrorNotReady: not yet) with the watchdog.
+  template <class Query>
+  void poll_until_done(const std::string& what, const char* query_name, Query&& query) {
     const Clock::time_point start = Clock::now();
     for (int spins = 0;; ++spins) {
-      const cudaError_t q = cudaStreamQuery(stream_);
+      const cudaError_t q = query();
       if (q == cudaSuccess) return;
       if (q != cudaErrorNotReady) {
-        ::attn::detail::throw_cuda_error(q, "cudaStreamQuery", __FILE__, __LINE__);
+        ::attn::detail::throw_cuda_error(q, query_name, __FILE__, __LINE__);
       }
       ncclResult_t async = ncclSuccess;
       if (const ncclResult_t r = ncclCommGetAsyncError(comm_, &async); r != ncclSuccess) {

@@ -1,6 +1,7 @@
 #include "nn/module.h"
 
 #include "autograd/functions.h"
+#include "core/grad_mode.h"
 
 #include <algorithm>
 #include <set>
@@ -64,6 +65,7 @@ int64_t Module::parameter_count() const {
 
 void Module::train(bool training) {
   training_ = training;
+  cast_cache_.clear();
   for (auto& [name, child] : children_) child->train(training);
 }
 
@@ -74,19 +76,29 @@ void Module::set_dropout_generator(Generator* gen) {
 
 void Module::to_device(Device device) {
   for (auto& [name, p] : named_parameters()) p.move_to_(device);
+  clear_cast_caches();
+}
+
+void Module::clear_cast_caches() {
+  cast_cache_.clear();
+  for (auto& [name, child] : children_) child->clear_cast_caches();
 }
 
 void Module::set_compute_dtype(DType dtype) {
   ATTN_CHECK(dtype == kF32 || dtype == kF64 || dtype == kBF16 || dtype == kF16,
              "Module: compute dtype must be a floating-point type, got ", dtype_name(dtype));
   compute_dtype_ = dtype;
+  cast_cache_.clear();
   for (auto& [name, child] : children_) child->set_compute_dtype(dtype);
 }
 
 Tensor Module::compute(const Tensor& p) const {
   const bool low = compute_dtype_ == kBF16 || compute_dtype_ == kF16;
   if (!low || !p.defined() || p.dtype() == compute_dtype_) return p;
-  return cast(p, compute_dtype_);
+  if (training_ || grad_enabled()) return cast(p, compute_dtype_);
+  auto [it, fresh] = cast_cache_.try_emplace(p.impl());
+  if (fresh) it->second = cast(p, compute_dtype_);
+  return it->second;
 }
 
 void Module::zero_grad() {
@@ -121,6 +133,7 @@ void Module::load_parameters(const std::map<std::string, Tensor>& values, bool s
     Tensor dst = p.detach();  // writing values is not an op to record
     dst.copy_(it->second);
   }
+  clear_cast_caches();
 }
 
 }  // namespace attn::nn

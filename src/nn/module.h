@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <unordered_map>
 #include <vector>
 
 #include "core/random.h"
@@ -58,7 +59,9 @@ class Module {
   void set_compute_dtype(DType dtype);
   DType compute_dtype() const { return compute_dtype_; }
   // p as the forward pass uses it: cast (recorded, so its gradient reaches p in p's dtype)
-  // when the compute dtype is a 16-bit type, else p itself.
+  // when the compute dtype is a 16-bit type, else p itself. In eval mode without grad
+  // (validation, beam search) the cast is made once and reused until the module's mode,
+  // device, compute dtype or parameters are changed through this API.
   Tensor compute(const Tensor& p) const;
 
   // Copies values into the existing parameters by name (dtype converted, shapes must match).
@@ -77,6 +80,7 @@ class Module {
   }
 
  private:
+  void clear_cast_caches();
   void add_child(const std::string& name, std::shared_ptr<Module> module);
   void check_new_name(const std::string& name) const;
   // Parameters and children interleaved in registration order.
@@ -93,6 +97,7 @@ class Module {
   bool training_ = true;
   Generator* dropout_gen_ = nullptr;
   DType compute_dtype_ = DType::kF32;
+  mutable std::unordered_map<const TensorImpl*, Tensor> cast_cache_;  // see compute()
 };
 
 // An indexed list of modules of one type, named "0", "1", ... ("layers.3.ffn...").

@@ -70,6 +70,11 @@ void GradClipper::compute(const std::vector<Tensor>& params, double loss_scale) 
   ops::grad_norm_state_(grads, max_norm_, loss_scale, state_);
 }
 
+double GradClipper::last_norm() const {
+  ATTN_CHECK(state_.defined(), "GradClipper::last_norm: compute() was not called");
+  return state_.narrow0(kernels::kClipNorm, kernels::kClipNorm + 1).item();
+}
+
 GradClipper::Window GradClipper::take_window() {
   Window w;
   if (!state_.defined()) return w;

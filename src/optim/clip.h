@@ -50,6 +50,9 @@ class GradClipper {
   // Reads the statistics since the previous call (synchronises with the device) and starts a
   // new window.
   Window take_window();
+  // The (unscaled) norm of the latest compute(): one read of the state (synchronises with the
+  // device), for callers that decide per step (loss scaling, divergence).
+  double last_norm() const;
 
  private:
   double max_norm_;

@@ -4,16 +4,13 @@
 #include <cmath>
 
 #include "autograd/functions.h"
-#include "core/grad_mode.h"
 #include "data/vocab.h"
-#include "ops/optim.h"
-#include "optim/clip.h"
 
 namespace attn::train {
 
 StepEngine::StepEngine(nn::Transformer& model, optim::Adam& adam, dist::Communicator& comm,
                        StepOptions options)
-    : model_(model), adam_(adam), comm_(comm), options_(options) {
+    : model_(model), adam_(adam), comm_(comm), options_(options), clipper_(options.clip_norm) {
   const DType cd = options_.compute_dtype;
   ATTN_CHECK(cd == kF32 || cd == kF64 || cd == kBF16 || cd == kF16,
              "StepEngine: compute dtype must be f32, f64, bf16 or f16, got ", dtype_name(cd));
@@ -65,8 +62,10 @@ StepResult StepEngine::step(const std::vector<data::Batch>& batches, double lr) 
     dist::all_reduce_gradients(comm_, params, options_.bucket_bytes);
   }
 
-  // The gradients hold scale * the true gradient; the norm and clipping use the true one.
-  const double norm = optim::grad_norm(params) / scale_;
+  // The gradients hold scale * the true gradient; the clipper's norm is the true one and its
+  // factor (1 / scale, times the clip factor) is applied inside the Adam step.
+  clipper_.compute(params, scale_);
+  const double norm = clipper_.last_norm();
   r.grad_norm = norm;
   if (!std::isfinite(norm)) {
     model_.zero_grad();
@@ -81,16 +80,7 @@ StepResult StepEngine::step(const std::vector<data::Batch>& batches, double lr) 
     clean_steps_ = 0;
     return r;
   }
-  double factor = 1.0 / scale_;
-  if (options_.clip_norm > 0 && norm > options_.clip_norm)
-    factor *= options_.clip_norm / (norm + 1e-6);
-  if (factor != 1.0) {
-    for (const Tensor& p : params) {
-      Tensor g = p.grad();
-      if (g.defined()) ops::clip_scale_(g, factor);
-    }
-  }
-  adam_.step(lr);
+  adam_.step(lr, clipper_.state());
   adam_.zero_grad();
   if (options_.loss_scale.enabled && ++clean_steps_ >= options_.loss_scale.growth_interval) {
     scale_ *= 2;

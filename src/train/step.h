@@ -21,13 +21,14 @@
 #include "dist/grad_reducer.h"
 #include "nn/transformer.h"
 #include "optim/adam.h"
+#include "optim/clip.h"
 
 namespace attn::train {
 
 struct LossScaleOptions {
   bool enabled = false;        // on for fp16 unless the config turns it off
   double init = 65536.0;       // 2^16
-  double growth_interval = 2000;
+  int64_t growth_interval = 2000;  // clean steps in a row before the scale doubles
   double min_scale = 1.0;      // a run that overflows at this scale stops (LossScaleError)
 };
 
@@ -77,6 +78,7 @@ class StepEngine {
   dist::Communicator& comm_;
   StepOptions options_;
   std::unique_ptr<dist::GradReducer> reducer_;  // world > 1 with overlap_allreduce
+  optim::GradClipper clipper_;                   // norm, unscale and clip factor for Adam
   double scale_ = 1.0;
   int64_t clean_steps_ = 0;
 };

@@ -67,15 +67,12 @@ std::string format_duration(double s) {
 // `local_rank`: under mpirun/srun each process on a machine takes its own GPU (cuda and auto;
 // an explicit cuda:N is taken as given, for launchers that set CUDA_VISIBLE_DEVICES per rank).
 Device resolve_device(const std::string& setting, int local_rank, spdlog::logger& log) {
-  const bool kCudaTrainingKernels = cuda_built();
   if (setting == "cpu") return Device::cpu();
   if (setting == "auto") {
-    const int n = cuda_device_count();
-    if (n > 0 && kCudaTrainingKernels) return Device::cuda(local_rank % n);
+    const int n = cuda_device_count();  // 0 in a build without CUDA
+    if (n > 0) return Device::cuda(local_rank % n);
     log.info("train.device auto: {}; training on the CPU",
-             !cuda_built() ? "attn was built without CUDA"
-             : n == 0      ? "no CUDA device is visible"
-                           : "this build has no CUDA training kernels yet");
+             cuda_built() ? "no CUDA device is visible" : "attn was built without CUDA");
     return Device::cpu();
   }
   Device d = Device::parse(setting);
@@ -85,8 +82,6 @@ Device resolve_device(const std::string& setting, int local_rank, spdlog::logger
              " but attn was built without CUDA; use train.device: cpu or auto");
   ATTN_CHECK(cuda_device_count() > d.index, "train.device is ", setting, " but ",
              cuda_device_count(), " CUDA device(s) are visible; use train.device: cpu or auto");
-  ATTN_CHECK(kCudaTrainingKernels, "train.device is ", setting,
-             " but this build has no CUDA training kernels yet; use train.device: cpu or auto");
   return d;
 }
 
@@ -303,7 +298,7 @@ class Trainer {
     loss_scaling_ = ls == "dynamic" || (ls == "auto" && so.compute_dtype == kF16);
     so.loss_scale.enabled = loss_scaling_;
     so.loss_scale.init = cfg_.train.loss_scale_init;
-    so.loss_scale.growth_interval = static_cast<double>(cfg_.train.loss_scale_window);
+    so.loss_scale.growth_interval = cfg_.train.loss_scale_window;
     so.loss_scale.min_scale = cfg_.train.loss_scale_min;
     engine_ = std::make_unique<StepEngine>(*model_, *adam_, *comm_, so);
     if (device_.is_cuda()) set_allow_tf32(cfg_.train.allow_tf32);
