@@ -34,11 +34,13 @@ namespace {
 using cuda_test::as_f64_cpu;
 using cuda_test::kGpu;
 using cuda_test::kGpuFloatTypes;
+using cuda_test::misaligned_copy;
 using cuda_test::poisoned;
 using cuda_test::random_tensor;
 using cuda_test::require_close;
 using cuda_test::Tolerance;
 using cuda_test::tolerance_for;
+using cuda_test::with_gpu_type;
 using Catch::Matchers::Contains;
 
 const int64_t kHeadDims[] = {32, 64, 128};
@@ -75,28 +77,13 @@ Tolerance grad_tolerance(DType dt, const Tensor& ref) {
   }
 }
 
-template <class F>
-void with_gpu_type(DType dt, F&& f) {
-  switch (dt) {
-    case DType::kF32: f(TypeTag<float>{}); return;
-    case DType::kBF16: f(TypeTag<bf16>{}); return;
-    case DType::kF16: f(TypeTag<f16>{}); return;
-    default: FAIL("not a GPU float type");
-  }
-}
-
 // Random values in [lo, hi) rounded to dt, on the GPU. With `misaligned` the tensor is a view
 // starting one element into its storage, so rows are not 16-byte aligned (the kernels' scalar
 // load path).
 Tensor gpu_input(const Shape& shape, DType dt, uint64_t seed, double lo, double hi,
                  bool misaligned) {
-  Tensor t = random_tensor(shape, dt, kGpu, seed, lo, hi);
-  if (!misaligned) return t;
-  const int64_t n = t.numel();
-  Tensor flat = Tensor::zeros({n + 1}, dt, kGpu);
-  Tensor view = flat.narrow0(1, n + 1).view(shape);
-  cuda::copy(view.raw_data(), kGpu, t.raw_data(), kGpu, t.nbytes());
-  return view;
+  const Tensor t = random_tensor(shape, dt, kGpu, seed, lo, hi);
+  return misaligned ? misaligned_copy(t) : t;
 }
 
 // A poisoned output, misaligned like the inputs when asked.

@@ -18,13 +18,14 @@
 #include "core/cuda_backend.h"
 #include "core/dispatch.h"
 #include "core/tensor.h"
+#include "cuda/cuda_test_util.h"
 #include "kernels/cast.h"
 
 namespace attn {
 namespace {
 
-const Device kGpu = Device::cuda(0);
-const DType kAllDTypes[] = {kF32, kF64, kBF16, kF16, kI32};
+using cuda_test::kAllTypes;
+using cuda_test::kGpu;
 
 template <class T>
 constexpr bool kIsInt = std::is_same_v<T, int32_t>;
@@ -279,7 +280,7 @@ TEMPLATE_TEST_CASE("to(dtype) on CUDA equals the CPU cast", "[cuda][cast]", floa
                    f16, int32_t) {
   using Src = TestType;
   const std::vector<Src> values = sources<Src>();
-  for (DType dst : kAllDTypes) {
+  for (DType dst : kAllTypes) {
     visit_dtype(dst, [&](auto tag) {
       using Dst = typename decltype(tag)::type;
       const bool to_int = kIsInt<Dst> && !kIsInt<Src>;
@@ -306,7 +307,7 @@ TEST_CASE("fill_ on CUDA equals the CPU fill", "[cuda][fill]") {
   const std::vector<double> floats = {0.0,   -0.0,   1.0,   -2.5, 1.0 / 3, 65520.0,     1e-7,
                                       1e-40, 3.5e38, 1e300, inf,  -inf,    std::nan("")};
   const std::vector<double> ints = {0.0, 7.0, -3.9, 3.9, 2147483647.0, -2147483648.0};
-  for (DType dt : kAllDTypes) {
+  for (DType dt : kAllTypes) {
     visit_dtype(dt, [&](auto tag) {
       using T = typename decltype(tag)::type;
       for (double v : kIsInt<T> ? ints : floats) {
@@ -413,8 +414,8 @@ TEST_CASE("a CUDA cast writes every element of its output and nothing past it", 
   for (int64_t n : {int64_t{1}, int64_t{255}, int64_t{256}, int64_t{257}, int64_t{100003}}) {
     std::vector<double> values(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) values[i] = static_cast<double>(i % 1000) - 500.25;
-    for (DType st : kAllDTypes) {
-      for (DType dt : kAllDTypes) {
+    for (DType st : kAllTypes) {
+      for (DType dt : kAllTypes) {
         visit_dtype(st, [&](auto stag) {
           visit_dtype(dt, [&](auto dtag) {
             using S = typename decltype(stag)::type;

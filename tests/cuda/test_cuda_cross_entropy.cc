@@ -15,13 +15,10 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "core/cuda_backend.h"
-#include "core/dispatch.h"
 #include "cuda/cuda_test_util.h"
 #include "kernels/cross_entropy.h"
 #include "ops/cross_entropy.h"
@@ -37,42 +34,22 @@ const int64_t kVocab[] = {1, 7, 1000, 1025, 32003};
 const double kSmoothing[] = {0.0, 0.1};
 const int32_t kIgnore[] = {0, -100};
 const Tolerance kLseTol{2e-5, 2e-5};
-
-cudaStream_t stream() {
-  return cuda::stream(0);
-}
-
 const Tolerance kTotalTol{1e-3, 1e-5};
-
-template <class F>
-void with_gpu_type(DType dt, F&& f) {
-  visit_dtype(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
-      f(tag);
-    } else {
-      FAIL("not a GPU float type");
-    }
-  });
-}
 
 // Random targets: every 4th row (from row 1) ignored, every 3rd the row's first argmax (so
 // some rows are correct), the rest uniform in [0, vocab).
 std::vector<int32_t> make_targets(const Tensor& logits, int32_t ignore_index, uint64_t seed) {
   const int64_t rows = logits.size(0), vocab = logits.size(1);
   const std::vector<double> x = logits.to_double_vector();
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(rows));
+  std::vector<int32_t> t = random_ids(rows, vocab, seed);
   for (int64_t r = 0; r < rows; ++r) {
-    int32_t v = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
     if (r % 3 == 0) {
       int64_t best = 0;
       for (int64_t j = 1; j < vocab; ++j)
         if (x[r * vocab + j] > x[r * vocab + best]) best = j;
-      v = static_cast<int32_t>(best);
+      t[r] = static_cast<int32_t>(best);
     }
-    if (r % 4 == 1) v = ignore_index;
-    t[r] = v;
+    if (r % 4 == 1) t[r] = ignore_index;
   }
   return t;
 }
@@ -126,8 +103,8 @@ std::vector<int64_t> status_of(const Tensor& status) {
 }
 
 std::string describe(DType dt, int64_t rows, int64_t vocab, double eps, int32_t ii) {
-  return std::string(dtype_name(dt)) + " [" + std::to_string(rows) + ", " + std::to_string(vocab) +
-         "] eps " + std::to_string(eps) + " ignore_index " + std::to_string(ii);
+  return describe_rows(dt, rows, vocab) + " eps " + std::to_string(eps) + " ignore_index " +
+         std::to_string(ii);
 }
 
 // Forward and backward on one case, both against the f64 CPU op.
@@ -197,9 +174,7 @@ TEST_CASE("cuda cross_entropy: fully ignored batch, no rows, misaligned logits",
 
       // Logits seen through a view one element into its storage: rows start off the 16-byte
       // grid differently from the fresh dlogits, so the backward takes its scalar path.
-      Tensor flat = Tensor::empty({rows * vocab + 1}, dt, kGpu);
-      flat.narrow0(1, rows * vocab + 1).copy_(logits.view({-1}));
-      const Tensor shifted = flat.narrow0(1, rows * vocab + 1).view({rows, vocab});
+      const Tensor shifted = misaligned_copy(logits);
       check_case(dt, shifted, make_targets(logits, -100, seed++), 0.1, -100,
                  describe(dt, rows, vocab, 0.1, -100) + " misaligned");
     }

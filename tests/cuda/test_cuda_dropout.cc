@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "core/cuda_backend.h"
-#include "core/dispatch.h"
 #include "cuda/cuda_test_util.h"
 #include "kernels/dropout.h"
 #include "ops/dropout.h"
@@ -28,10 +27,6 @@ const uint64_t kSeeds[] = {0ull, 42ull, 0x9e3779b97f4a7c15ull};
 // Counter offsets; the last makes counters cross 2^32 inside the draw.
 const uint64_t kCounterOffsets[] = {0ull, 7ull, (1ull << 32) - 3, 0xfffffffffff00000ull};
 
-cudaStream_t stream() { return cuda::stream(0); }
-
-Tensor view(const Tensor& t, int64_t off, int64_t n) { return t.narrow0(off, off + n); }
-
 template <class T>
 void run_cuda(bool backward, const Tensor& x, Tensor& y, int64_t off, int64_t n, float p,
               uint64_t seed, uint64_t offset) {
@@ -44,14 +39,11 @@ void run_cuda(bool backward, const Tensor& x, Tensor& y, int64_t off, int64_t n,
   }
 }
 
-// Calls run_cuda<T> for the GPU float types.
+// Calls run_cuda<T> for the GPU float type of dt.
 void dispatch(DType dt, bool backward, const Tensor& x, Tensor& y, int64_t off, int64_t n,
               float p, uint64_t seed, uint64_t offset) {
-  visit_dtype(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (!std::is_same_v<T, double> && !std::is_same_v<T, int32_t>) {
-      run_cuda<T>(backward, x, y, off, n, p, seed, offset);
-    }
+  with_gpu_type(dt, [&](auto tag) {
+    run_cuda<typename decltype(tag)::type>(backward, x, y, off, n, p, seed, offset);
   });
 }
 

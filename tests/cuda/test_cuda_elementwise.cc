@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "core/cuda_backend.h"
-#include "core/dispatch.h"
 #include "cuda/cuda_test_util.h"
 #include "kernels/elementwise.h"
 #include "ops/elementwise.h"
@@ -24,15 +23,10 @@ using kernels::BinaryOp;
 const int64_t kSizes[] = {0, 1, 3, 1023, 65537 + 5};
 const int64_t kOffsets[] = {0, 1};
 
-cudaStream_t stream() { return cuda::stream(0); }
-
 std::string case_name(const char* op, DType dt, int64_t n, int64_t off) {
   return std::string(op) + " " + dtype_name(dt) + " n=" + std::to_string(n) +
          " offset=" + std::to_string(off);
 }
-
-// Elements [off, off + n) of a 1-D tensor.
-Tensor view(const Tensor& t, int64_t off, int64_t n) { return t.narrow0(off, off + n); }
 
 void require_nan_before(const Tensor& out, int64_t off) {
   if (off == 0) return;
@@ -72,12 +66,10 @@ TEST_CASE("cuda elementwise: add, sub, mul match the CPU", "[cuda]") {
       const Tensor a = random_tensor({n + off}, dt, kGpu, seed++);
       const Tensor b = random_tensor({n + off}, dt, kGpu, seed++);
       Tensor out = poisoned({n + off}, dt);
-      visit_dtype(dt, [&](auto tag) {
+      with_gpu_type(dt, [&](auto tag) {
         using T = typename decltype(tag)::type;
-        if constexpr (!std::is_same_v<T, double> && !std::is_same_v<T, int32_t>) {
-          kernels::binary_cuda<T>(op, a.data<T>() + off, b.data<T>() + off, out.data<T>() + off,
-                                  n, stream());
-        }
+        kernels::binary_cuda<T>(op, a.data<T>() + off, b.data<T>() + off, out.data<T>() + off, n,
+                                stream());
       });
       const Tensor a64 = view(as_f64_cpu(a), off, n), b64 = view(as_f64_cpu(b), off, n);
       Tensor want = Tensor::empty({n}, kF64);
@@ -104,57 +96,55 @@ TEST_CASE("cuda elementwise: scale, axpy, relu and relu_backward match the CPU",
     const Tensor y = random_tensor({n + off}, dt, kGpu, seed++);
     const Tensor x64 = view(as_f64_cpu(x), off, n), y64 = view(as_f64_cpu(y), off, n);
     const Tolerance tol = tolerance_for(dt);
-    visit_dtype(dt, [&](auto tag) {
+    with_gpu_type(dt, [&](auto tag) {
       using T = typename decltype(tag)::type;
-      if constexpr (!std::is_same_v<T, double> && !std::is_same_v<T, int32_t>) {
-        {  // scale
-          Tensor out = poisoned({n + off}, dt);
-          kernels::scale_cuda<T>(x.data<T>() + off, alpha, out.data<T>() + off, n, stream());
-          Tensor want = Tensor::empty({n}, kF64);
-          kernels::scale_cpu<double>(x64.data<double>(), alpha, want.data<double>(), n);
-          require_close(view(out, off, n), want, tol, case_name("scale", dt, n, off));
-          require_nan_before(out, off);
+      {  // scale
+        Tensor out = poisoned({n + off}, dt);
+        kernels::scale_cuda<T>(x.data<T>() + off, alpha, out.data<T>() + off, n, stream());
+        Tensor want = Tensor::empty({n}, kF64);
+        kernels::scale_cpu<double>(x64.data<double>(), alpha, want.data<double>(), n);
+        require_close(view(out, off, n), want, tol, case_name("scale", dt, n, off));
+        require_nan_before(out, off);
+      }
+      {  // scale in place
+        Tensor inout = x.clone();
+        kernels::scale_cuda<T>(inout.data<T>() + off, alpha, inout.data<T>() + off, n,
+                               stream());
+        Tensor want = Tensor::empty({n}, kF64);
+        kernels::scale_cpu<double>(x64.data<double>(), alpha, want.data<double>(), n);
+        require_close(view(inout, off, n), want, tol, case_name("scale in place", dt, n, off));
+      }
+      {  // axpy: dst (= y) += alpha * x
+        Tensor dst = y.clone();
+        kernels::axpy_cuda<T>(dst.data<T>() + off, alpha, x.data<T>() + off, n, stream());
+        Tensor want = y64.clone();
+        kernels::axpy_cpu<double>(want.data<double>(), alpha, x64.data<double>(), n);
+        require_close(view(dst, off, n), want, tol, case_name("axpy", dt, n, off));
+        if (dt == kF32) {
+          Tensor want32 = view(y.to(Device::cpu()), off, n).clone();
+          const Tensor x32 = view(x.to(Device::cpu()), off, n);
+          kernels::axpy_cpu<float>(want32.data<float>(), alpha, x32.data<float>(), n);
+          require_same_f32(view(dst, off, n), want32, case_name("axpy", dt, n, off));
         }
-        {  // scale in place
-          Tensor inout = x.clone();
-          kernels::scale_cuda<T>(inout.data<T>() + off, alpha, inout.data<T>() + off, n,
-                                 stream());
-          Tensor want = Tensor::empty({n}, kF64);
-          kernels::scale_cpu<double>(x64.data<double>(), alpha, want.data<double>(), n);
-          require_close(view(inout, off, n), want, tol, case_name("scale in place", dt, n, off));
-        }
-        {  // axpy: dst (= y) += alpha * x
-          Tensor dst = y.clone();
-          kernels::axpy_cuda<T>(dst.data<T>() + off, alpha, x.data<T>() + off, n, stream());
-          Tensor want = y64.clone();
-          kernels::axpy_cpu<double>(want.data<double>(), alpha, x64.data<double>(), n);
-          require_close(view(dst, off, n), want, tol, case_name("axpy", dt, n, off));
-          if (dt == kF32) {
-            Tensor want32 = view(y.to(Device::cpu()), off, n).clone();
-            const Tensor x32 = view(x.to(Device::cpu()), off, n);
-            kernels::axpy_cpu<float>(want32.data<float>(), alpha, x32.data<float>(), n);
-            require_same_f32(view(dst, off, n), want32, case_name("axpy", dt, n, off));
-          }
-        }
-        {  // relu
-          Tensor out = poisoned({n + off}, dt);
-          kernels::relu_forward_cuda<T>(x.data<T>() + off, out.data<T>() + off, n, stream());
-          Tensor want = Tensor::empty({n}, kF64);
-          kernels::relu_forward_cpu<double>(x64.data<double>(), want.data<double>(), n);
-          require_close(view(out, off, n), want, Tolerance{0, 0}, case_name("relu", dt, n, off));
-          require_nan_before(out, off);
-        }
-        {  // relu backward: dx = dy where y > 0 (x plays dy, y plays the relu output)
-          Tensor out = poisoned({n + off}, dt);
-          kernels::relu_backward_cuda<T>(x.data<T>() + off, y.data<T>() + off,
-                                         out.data<T>() + off, n, stream());
-          Tensor want = Tensor::empty({n}, kF64);
-          kernels::relu_backward_cpu<double>(x64.data<double>(), y64.data<double>(),
-                                             want.data<double>(), n);
-          require_close(view(out, off, n), want, Tolerance{0, 0},
-                        case_name("relu_backward", dt, n, off));
-          require_nan_before(out, off);
-        }
+      }
+      {  // relu
+        Tensor out = poisoned({n + off}, dt);
+        kernels::relu_forward_cuda<T>(x.data<T>() + off, out.data<T>() + off, n, stream());
+        Tensor want = Tensor::empty({n}, kF64);
+        kernels::relu_forward_cpu<double>(x64.data<double>(), want.data<double>(), n);
+        require_close(view(out, off, n), want, Tolerance{0, 0}, case_name("relu", dt, n, off));
+        require_nan_before(out, off);
+      }
+      {  // relu backward: dx = dy where y > 0 (x plays dy, y plays the relu output)
+        Tensor out = poisoned({n + off}, dt);
+        kernels::relu_backward_cuda<T>(x.data<T>() + off, y.data<T>() + off,
+                                       out.data<T>() + off, n, stream());
+        Tensor want = Tensor::empty({n}, kF64);
+        kernels::relu_backward_cpu<double>(x64.data<double>(), y64.data<double>(),
+                                           want.data<double>(), n);
+        require_close(view(out, off, n), want, Tolerance{0, 0},
+                      case_name("relu_backward", dt, n, off));
+        require_nan_before(out, off);
       }
     });
   });
@@ -189,12 +179,10 @@ TEST_CASE("cuda elementwise: bias_add and bias+relu match the CPU", "[cuda]") {
           const Tensor x = random_tensor({n + off}, dt, kGpu, seed++);
           const Tensor bias = random_tensor({s.cols + off}, dt, kGpu, seed++);
           Tensor out = poisoned({n + off}, dt);
-          visit_dtype(dt, [&](auto tag) {
+          with_gpu_type(dt, [&](auto tag) {
             using T = typename decltype(tag)::type;
-            if constexpr (!std::is_same_v<T, double> && !std::is_same_v<T, int32_t>) {
-              kernels::bias_add_cuda<T>(x.data<T>() + off, bias.data<T>() + off,
-                                        out.data<T>() + off, s.rows, s.cols, relu, stream());
-            }
+            kernels::bias_add_cuda<T>(x.data<T>() + off, bias.data<T>() + off, out.data<T>() + off,
+                                      s.rows, s.cols, relu, stream());
           });
           const Tensor x64 = view(as_f64_cpu(x), off, n);
           const Tensor b64 = view(as_f64_cpu(bias), off, s.cols);

@@ -13,13 +13,10 @@
 //   backward: sums of up to 257 rows: f32 1e-4 abs + 1e-5 rel, else tolerance_for(dtype)
 #include <catch2/catch.hpp>
 #include <cmath>
-#include <random>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "core/cuda_backend.h"
-#include "core/dispatch.h"
 #include "cuda/cuda_test_util.h"
 #include "kernels/embedding.h"
 #include "ops/embedding.h"
@@ -29,42 +26,6 @@ namespace {
 
 using namespace cuda_test;
 using Catch::Contains;
-
-cudaStream_t stream() {
-  return cuda::stream(0);
-}
-
-Tolerance grad_tol(DType dt) {
-  return dt == kF32 ? Tolerance{1e-4, 1e-5} : tolerance_for(dt);
-}
-
-template <class F>
-void with_gpu_type(DType dt, F&& f) {
-  visit_dtype(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
-      f(tag);
-    } else {
-      FAIL("not a GPU float type");
-    }
-  });
-}
-
-std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> v(static_cast<size_t>(n));
-  for (auto& id : v) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
-  return v;
-}
-
-// a + b on the host (f64 CPU tensors of one shape).
-Tensor host_sum(const Tensor& a, const Tensor& b) {
-  std::vector<double> va = a.to_double_vector();
-  const std::vector<double> vb = b.to_double_vector();
-  REQUIRE(va.size() == vb.size());
-  for (size_t i = 0; i < va.size(); ++i) va[i] += vb[i];
-  return Tensor::from_vector(va, a.shape(), kF64);
-}
 
 Tensor run_backward(DType dt, const Tensor& ids, const Tensor& grad_out, const Tensor& prefill,
                     int64_t vocab, double scale, bool deterministic) {
@@ -165,7 +126,7 @@ TEST_CASE("cuda embedding backward: deterministic and atomic scatter-add (+=)", 
         const std::string what =
             std::string(dtype_name(dt)) + " " + c.name + (det ? " deterministic" : " atomic");
         const Tensor got = run_backward(dt, ids, grad_out, prefill, c.vocab, scale, det);
-        require_close(got, want, grad_tol(dt), what);
+        require_close(got, want, row_sum_tolerance(dt), what);
         if (det) {
           const Tensor again = run_backward(dt, ids, grad_out, prefill, c.vocab, scale, det);
           INFO(what << ": the same bits on a second run");
@@ -174,7 +135,7 @@ TEST_CASE("cuda embedding backward: deterministic and atomic scatter-add (+=)", 
         // The op (fresh zero gradient) agrees too.
         require_close(ops::embedding_backward(ids, grad_out, c.vocab, scale, det),
                       ops::embedding_backward(ids_cpu, as_f64_cpu(grad_out), c.vocab, scale),
-                      grad_tol(dt), what + " (op)");
+                      row_sum_tolerance(dt), what + " (op)");
       }
     }
   }

@@ -32,13 +32,13 @@ namespace {
 
 using cuda_test::as_f64_cpu;
 using cuda_test::kGpu;
+using cuda_test::kGpuFloatTypes;
 using cuda_test::poisoned;
 using cuda_test::random_tensor;
 using cuda_test::require_close;
 using cuda_test::Tolerance;
+using cuda_test::with_gpu_type;
 using kernels::GemmShape;
-
-const DType kTypes[] = {kF32, kBF16, kF16};
 
 // Sets the TF32 switch for a scope and restores it.
 class Tf32Scope {
@@ -58,18 +58,6 @@ Tolerance gemm_tolerance(DType dt, bool tf32, int64_t k) {
     case DType::kBF16: return {1e-5 * (kk + 16), 1e-2};
     case DType::kF16: return {1e-5 * (kk + 16), 2e-3};
     default: FAIL("no GPU tolerance for this dtype"); return {0, 0};
-  }
-}
-
-// Calls f(TypeTag<T>) for the GPU storage type of dt (f32, bf16, f16 only: the CUDA GEMMs
-// exist for these).
-template <class F>
-void with_gpu_type(DType dt, F&& f) {
-  switch (dt) {
-    case DType::kF32: f(TypeTag<float>{}); return;
-    case DType::kBF16: f(TypeTag<bf16>{}); return;
-    case DType::kF16: f(TypeTag<f16>{}); return;
-    default: FAIL("not a GPU float type");
   }
 }
 
@@ -209,7 +197,7 @@ TEST_CASE("cuBLASLt GEMM on operands at odd addresses", "[cuda][gemm]") {
 }
 
 TEST_CASE("cuBLASLt GEMM with k = 0 gives beta * C; empty shapes do nothing", "[cuda][gemm]") {
-  for (DType dt : kTypes) {
+  for (DType dt : kGpuFloatTypes) {
     GemmShape s = shape(7, 5, 0, false, false);
     check_gemm(s, dt, false, 1.0, 0.0, 1);  // zeros
     check_gemm(s, dt, false, 1.0, 1.0, 2);  // unchanged
@@ -267,7 +255,7 @@ TEST_CASE("cuBLASLt bias, relu and bias+relu epilogues match the CPU", "[cuda][g
   const int64_t sizes[][3] = {{1, 1, 1},     {3, 5, 7},      {1, 512, 2048},
                               {257, 129, 65}, {1000, 2048, 512}, {4, 6, 0}};
   uint64_t seed = 20000;
-  for (DType dt : kTypes) {
+  for (DType dt : kGpuFloatTypes) {
     for (const auto& sz : sizes) {
       for (int variant = 0; variant < 4; ++variant) {
         const bool with_bias = variant & 1, relu = variant & 2;
@@ -310,7 +298,7 @@ TEST_CASE("cuBLASLt bias-gradient epilogue: dW and db in one GEMM", "[cuda][gemm
   // rows x out x in: dW [out, in] = G [rows, out]^T @ X [rows, in], db = column sums of G.
   const int64_t sizes[][3] = {{1, 1, 1}, {3, 5, 7}, {257, 129, 65}, {2048, 512, 1024}, {0, 4, 6}};
   uint64_t seed = 30000;
-  for (DType dt : kTypes) {
+  for (DType dt : kGpuFloatTypes) {
     for (const auto& sz : sizes) {
       const int64_t rows = sz[0], out_f = sz[1], in = sz[2];
       const GemmShape s = shape(out_f, in, rows, true, false);
@@ -358,7 +346,7 @@ TEST_CASE("ops::matmul on CUDA matches the CPU, batched and with a shared operan
       {{4, 9, 8}, {4, 9, 6}, true, false},
       {{33, 65}, {65, 17}, false, false},
   };
-  for (DType dt : kTypes) {
+  for (DType dt : kGpuFloatTypes) {
     for (const MatmulCase& mc : cases) {
       const Tensor a = random_tensor(mc.a, dt, kGpu, seed += 3);
       const Tensor b = random_tensor(mc.b, dt, kGpu, seed + 1);
@@ -395,7 +383,7 @@ TEST_CASE("linear and linear_relu on CUDA match the CPU, forward and backward",
       {{4, 8}, 12, true, false, false, true},  // frozen weight: bias gradient alone
       {{4, 8}, 12, true, false, true, false},  // frozen bias
   };
-  for (DType dt : kTypes) {
+  for (DType dt : kGpuFloatTypes) {
     for (const LinearCase& lc : cases) {
       for (bool relu : {false, true}) {
         const int64_t in = lc.x.back();
@@ -448,7 +436,7 @@ TEST_CASE("linear and linear_relu on CUDA match the CPU, forward and backward",
 TEST_CASE("ops::linear_weight_grad on CUDA matches the CPU with and without the bias",
           "[cuda][gemm][linear]") {
   uint64_t seed = 60000;
-  for (DType dt : kTypes) {
+  for (DType dt : kGpuFloatTypes) {
     for (const Shape& xs : {Shape{2, 3, 7}, Shape{1, 5}, Shape{300, 64}}) {
       const int64_t rows = shape_numel(xs) / xs.back();
       Shape gs = xs;

@@ -4,8 +4,6 @@
 // pattern made on the CPU, so the element before a misaligned view must keep it. Also
 // ops::index_select0 with the index on the CPU and on the GPU.
 #include <catch2/catch.hpp>
-#include <cstring>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -20,31 +18,8 @@ namespace {
 
 using namespace cuda_test;
 
-const DType kAllTypes[] = {kF32, kF64, kBF16, kF16, kI32};
-
-Tensor random_any(const Shape& shape, DType dt, uint64_t seed) {
-  return dt == kI32 ? random_tensor(shape, kF32, Device::cpu(), seed, -1000, 1000).to(kI32)
-                    : random_tensor(shape, dt, Device::cpu(), seed);
-}
-
-Tensor poison_cpu(int64_t n, DType dt) {
-  Tensor t = Tensor::empty({n}, dt, Device::cpu());
-  auto* b = static_cast<unsigned char*>(t.raw_data());
-  for (size_t i = 0; i < t.nbytes(); ++i) b[i] = static_cast<unsigned char>(0x5A ^ (i * 13));
-  return t;
-}
-
-std::vector<unsigned char> bytes_of(const Tensor& t) {
-  const Tensor h = t.to(Device::cpu());
-  std::vector<unsigned char> b(h.nbytes());
-  if (!b.empty()) std::memcpy(b.data(), h.raw_data(), b.size());
-  return b;
-}
-
 std::vector<int32_t> random_index(int64_t n, int64_t rows, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<int32_t> idx(static_cast<size_t>(n));
-  for (auto& i : idx) i = static_cast<int32_t>(rng() % static_cast<uint64_t>(rows));
+  std::vector<int32_t> idx = random_ids(n, rows, seed);
   if (n >= 2) idx[1] = idx[0];  // a repeat
   if (n >= 3) idx[2] = static_cast<int32_t>(rows - 1);
   return idx;
@@ -73,7 +48,7 @@ TEST_CASE("cuda index: gather_rows equals the CPU byte for byte", "[cuda]") {
         const std::vector<int32_t> idx = random_index(c.n_index, c.rows, seed++);
         const Tensor index_cpu = Tensor::from_ints(idx, {c.n_index});
         const Tensor index = index_cpu.to(kGpu);
-        const Tensor poison = poison_cpu(c.n_index * c.row_size + off, dt);
+        const Tensor poison = poison_cpu(c.n_index * c.row_size + off, dt, 0x5A, 13);
         Tensor out = poison.to(kGpu);
         Tensor want = poison.clone();
         visit_dtype(dt, [&](auto tag) {

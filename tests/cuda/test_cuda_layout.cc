@@ -5,7 +5,6 @@
 // cover the tiled transpose (inner == 1, sizes around the 32 x 32 tile), the row-copy path
 // (inner > 1: head split/merge, odd inner), reshapes, and every copy unit (16/8/4/2 bytes).
 #include <catch2/catch.hpp>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -21,31 +20,6 @@ namespace {
 
 using namespace cuda_test;
 
-const DType kAllTypes[] = {kF32, kF64, kBF16, kF16, kI32};
-
-cudaStream_t stream() { return cuda::stream(0); }
-
-// Random values of any dtype (integers in [-1000, 1000) for i32), on `device`.
-Tensor random_any(const Shape& shape, DType dt, Device device, uint64_t seed) {
-  return dt == kI32 ? random_tensor(shape, kF32, Device::cpu(), seed, -1000, 1000).to(kI32).to(device)
-                    : random_tensor(shape, dt, device, seed);
-}
-
-// A CPU tensor whose bytes are a fixed pattern no kernel would produce by accident.
-Tensor poison_cpu(int64_t n, DType dt) {
-  Tensor t = Tensor::empty({n}, dt, Device::cpu());
-  auto* b = static_cast<unsigned char*>(t.raw_data());
-  for (size_t i = 0; i < t.nbytes(); ++i) b[i] = static_cast<unsigned char>(0xA5 ^ (i * 7));
-  return t;
-}
-
-std::vector<unsigned char> bytes_of(const Tensor& t) {
-  const Tensor h = t.to(Device::cpu());
-  std::vector<unsigned char> b(h.nbytes());
-  if (!b.empty()) std::memcpy(b.data(), h.raw_data(), b.size());
-  return b;
-}
-
 void require_same_bytes(const Tensor& got, const Tensor& want, const std::string& what) {
   INFO(what);
   REQUIRE(got.shape() == want.shape());
@@ -60,11 +34,6 @@ void require_same_bytes(const Tensor& got, const Tensor& want, const std::string
   }
   INFO("first differing byte: " << first << " of " << g.size());
   REQUIRE(first == g.size());
-}
-
-template <class Fn>
-void with_type(DType dt, Fn&& fn) {
-  visit_dtype(dt, [&](auto tag) { fn(tag); });
 }
 
 std::string shape_name(const kernels::SwapAxesShape& s) {
@@ -90,12 +59,12 @@ TEST_CASE("cuda layout: swap_axes equals the CPU byte for byte", "[cuda]") {
         const int64_t n = s.outer * s.a * s.mid * s.b * s.inner;
         const std::string what = std::string("swap_axes ") + dtype_name(dt) + " " + shape_name(s) +
                                  " offset " + std::to_string(off);
-        const Tensor x_cpu = random_any({n + off}, dt, Device::cpu(), seed++);
+        const Tensor x_cpu = random_any({n + off}, dt, seed++);
         const Tensor x = x_cpu.to(kGpu);
-        const Tensor poison = poison_cpu(n + off, dt);
+        const Tensor poison = poison_cpu(n + off, dt, 0xA5, 7);
         Tensor out = poison.to(kGpu);
         Tensor want = poison.clone();
-        with_type(dt, [&](auto tag) {
+        visit_dtype(dt, [&](auto tag) {
           using T = typename decltype(tag)::type;
           kernels::swap_axes_cuda<T>(x.data<T>() + off, out.data<T>() + off, s, stream());
           kernels::swap_axes_cpu<T>(x_cpu.data<T>() + off, want.data<T>() + off, s);
@@ -127,12 +96,12 @@ TEST_CASE("cuda layout: copy_2d and expand_axis equal the CPU byte for byte", "[
                                " strides " + std::to_string(c.src_stride) + "/" +
                                std::to_string(c.dst_stride) + " offsets " +
                                std::to_string(c.src_off) + "/" + std::to_string(c.dst_off);
-      const Tensor src_cpu = random_any({src_n}, dt, Device::cpu(), seed++);
+      const Tensor src_cpu = random_any({src_n}, dt, seed++);
       const Tensor src = src_cpu.to(kGpu);
-      const Tensor poison = poison_cpu(dst_n, dt);
+      const Tensor poison = poison_cpu(dst_n, dt, 0xA5, 7);
       Tensor dst = poison.to(kGpu);
       Tensor want = poison.clone();
-      with_type(dt, [&](auto tag) {
+      visit_dtype(dt, [&](auto tag) {
         using T = typename decltype(tag)::type;
         kernels::copy_2d_cuda<T>(src.data<T>() + c.src_off, c.src_stride, dst.data<T>() + c.dst_off,
                                  c.dst_stride, c.rows, c.cols, stream());
@@ -150,12 +119,12 @@ TEST_CASE("cuda layout: copy_2d and expand_axis equal the CPU byte for byte", "[
         const std::string what = std::string("expand_axis ") + dtype_name(dt) + " [" +
                                  std::to_string(e.outer) + ", " + std::to_string(e.n) + ", " +
                                  std::to_string(e.inner) + "] offset " + std::to_string(off);
-        const Tensor x_cpu = random_any({e.outer * e.inner + off}, dt, Device::cpu(), seed++);
+        const Tensor x_cpu = random_any({e.outer * e.inner + off}, dt, seed++);
         const Tensor x = x_cpu.to(kGpu);
-        const Tensor poison = poison_cpu(e.outer * e.n * e.inner + off, dt);
+        const Tensor poison = poison_cpu(e.outer * e.n * e.inner + off, dt, 0xA5, 7);
         Tensor out = poison.to(kGpu);
         Tensor want = poison.clone();
-        with_type(dt, [&](auto tag) {
+        visit_dtype(dt, [&](auto tag) {
           using T = typename decltype(tag)::type;
           kernels::expand_axis_cuda<T>(x.data<T>() + off, out.data<T>() + off, e.outer, e.n,
                                        e.inner, stream());
@@ -174,7 +143,7 @@ TEST_CASE("cuda layout: transpose, heads, concat and slices through the ops", "[
   uint64_t seed = 900;
   for (DType dt : kAllTypes) {
     const std::string d = dtype_name(dt);
-    const Tensor x_cpu = random_any({3, 7, 40}, dt, Device::cpu(), seed++);
+    const Tensor x_cpu = random_any({3, 7, 40}, dt, seed++);
     const Tensor x = x_cpu.to(kGpu);
     for (const auto& [d0, d1] : {std::pair{0, 1}, std::pair{1, 2}, std::pair{0, 2}, std::pair{2, 2}}) {
       require_same_bytes(ops::transpose(x, d0, d1), ops::transpose(x_cpu, d0, d1),
@@ -183,7 +152,7 @@ TEST_CASE("cuda layout: transpose, heads, concat and slices through the ops", "[
     const Tensor heads = ops::split_heads(x, 5);
     require_same_bytes(heads, ops::split_heads(x_cpu, 5), "split_heads " + d);
     require_same_bytes(ops::merge_heads(heads), x_cpu, "merge_heads " + d);
-    const Tensor y_cpu = random_any({3, 2, 40}, dt, Device::cpu(), seed++);
+    const Tensor y_cpu = random_any({3, 2, 40}, dt, seed++);
     const Tensor y = y_cpu.to(kGpu);
     require_same_bytes(ops::concat({x, y, x}, 1), ops::concat({x_cpu, y_cpu, x_cpu}, 1),
                        "concat dim 1 " + d);
@@ -197,7 +166,7 @@ TEST_CASE("cuda layout: transpose, heads, concat and slices through the ops", "[
     ops::slice_assign(into, 1, 3, y);
     ops::slice_assign(into_cpu, 1, 3, y_cpu);
     require_same_bytes(into, into_cpu, "slice_assign " + d);
-    const Tensor row_cpu = random_any({1, 40}, dt, Device::cpu(), seed++);
+    const Tensor row_cpu = random_any({1, 40}, dt, seed++);
     require_same_bytes(ops::expand_dim(row_cpu.to(kGpu), {9, 40}, 0),
                        ops::expand_dim(row_cpu, {9, 40}, 0), "expand_dim " + d);
   }

@@ -9,11 +9,9 @@
 #include <cmath>
 #include <random>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "core/cuda_backend.h"
-#include "core/dispatch.h"
 #include "cuda/cuda_test_util.h"
 #include "kernels/softmax.h"
 #include "ops/softmax.h"
@@ -25,22 +23,6 @@ using namespace cuda_test;
 
 const int64_t kRows[] = {1, 3, 257};
 const int64_t kCols[] = {1, 7, 512, 1000, 4099, 10007};
-
-cudaStream_t stream() {
-  return cuda::stream(0);
-}
-
-template <class F>
-void with_gpu_type(DType dt, F&& f) {
-  visit_dtype(dt, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
-      f(tag);
-    } else {
-      FAIL("not a GPU float type");
-    }
-  });
-}
 
 // Logits in [-8, 8] shifted by 40 per row (softmax is shift-invariant, exp(x) alone would
 // overflow), with about one entry in five set to -inf, never the whole row.
@@ -57,11 +39,6 @@ Tensor softmax_input(int64_t rows, int64_t cols, DType dt, uint64_t seed) {
   return Tensor::from_vector(v, {rows, cols}, dt, kGpu);
 }
 
-std::string describe(DType dt, int64_t rows, int64_t cols) {
-  return std::string(dtype_name(dt)) + " [" + std::to_string(rows) + ", " + std::to_string(cols) +
-         "]";
-}
-
 }  // namespace
 
 TEST_CASE("cuda softmax forward against the f64 reference", "[cuda]") {
@@ -69,7 +46,7 @@ TEST_CASE("cuda softmax forward against the f64 reference", "[cuda]") {
   for (DType dt : kGpuFloatTypes) {
     for (int64_t rows : kRows) {
       for (int64_t cols : kCols) {
-        const std::string what = describe(dt, rows, cols);
+        const std::string what = describe_rows(dt, rows, cols);
         const Tensor x = softmax_input(rows, cols, dt, seed++);
         Tensor y = poisoned({rows, cols}, dt);
         with_gpu_type(dt, [&](auto tag) {
@@ -87,7 +64,7 @@ TEST_CASE("cuda softmax backward against the f64 reference", "[cuda]") {
   for (DType dt : kGpuFloatTypes) {
     for (int64_t rows : kRows) {
       for (int64_t cols : kCols) {
-        const std::string what = describe(dt, rows, cols);
+        const std::string what = describe_rows(dt, rows, cols);
         // y: a softmax output rounded to the dtype (zeros where the input was -inf).
         const Tensor y =
             ops::softmax_forward(as_f64_cpu(softmax_input(rows, cols, dt, seed++))).to(dt).to(kGpu);
@@ -113,9 +90,7 @@ TEST_CASE("cuda softmax ops: 3-D input, misaligned view, empty input", "[cuda]")
     const Tensor want = ops::softmax_forward(as_f64_cpu(x));
     require_close(ops::softmax_forward(x), want, tolerance_for(dt),
                   std::string(dtype_name(dt)) + " 3-D op");
-    Tensor flat = Tensor::empty({6 * 512 + 1}, dt, kGpu);
-    flat.narrow0(1, 6 * 512 + 1).copy_(x.view({-1}));
-    const Tensor shifted = flat.narrow0(1, 6 * 512 + 1).view({2, 3, 512});
+    const Tensor shifted = misaligned_copy(x);
     require_close(ops::softmax_forward(shifted), want, tolerance_for(dt),
                   std::string(dtype_name(dt)) + " misaligned view");
     const Tensor dy = random_tensor({2, 3, 512}, dt, kGpu, 78);
