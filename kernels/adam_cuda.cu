@@ -30,8 +30,6 @@
 // buffers are per device and reused in stream order, so every launch for one device must use
 // the same stream (attn's convention: cuda::stream(device)); a change of stream waits for the
 // previous one first.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -44,48 +42,21 @@
 
 #include "core/cuda_check.h"
 #include "kernels/adam.h"
+#include "kernels/cuda_common.cuh"
 
 namespace attn::kernels {
 namespace {
+
+using namespace cuda_common;
 
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 1 << 16;
 constexpr int kMaxDevices = 64;
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) {
-  return __bfloat162float(__ushort_as_bfloat16(v.bits));
-}
-__device__ __forceinline__ float to_f32(f16 v) { return __half2float(__ushort_as_half(v.bits)); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 from_f32<bf16>(float v) {
-  return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-}
-template <>
-__device__ __forceinline__ f16 from_f32<f16>(float v) {
-  return f16{__half_as_ushort(__float2half_rn(v))};
-}
-
-template <class T>
-struct alignas(16) Pack {
-  static constexpr int kN = 16 / sizeof(T);
-  T v[kN];
-};
-
 // Adam moves four arrays at once: 4 elements per access for every type keeps the 16-bit paths
 // within the register budget (16-byte accesses for f32, 8-byte for bf16/f16).
 template <class T>
-struct alignas(4 * sizeof(T)) Pack4 {
-  static constexpr int kN = 4;
-  T v[kN];
-};
+using Pack4 = Pack<T, 4>;
 
 // ---- device tables ----
 struct ChunkEntry {
@@ -208,8 +179,6 @@ TableBuffer& table_buffer(TableKind kind) {
   return *b;
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 int64_t chunks_of(int64_t n) { return (n + kChunk - 1) / kChunk; }
 
 // Appends tensor `t`'s chunks; checks that the chunk count fits the grid.
@@ -236,27 +205,6 @@ std::vector<unsigned char> pack_table(const std::vector<Entry>& entries,
 }
 
 // ---- sum of squares ----
-__device__ __forceinline__ double warp_sum(double v) {
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) v += __shfl_down_sync(0xffffffffu, v, d);
-  return v;
-}
-
-// Sum over a 256-thread block, complete in thread 0. Call once per block (uses its own
-// shared array, no sync needed afterwards).
-__device__ __forceinline__ double block_sum(double v) {
-  __shared__ double warp_sums[kThreads / 32];
-  v = warp_sum(v);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  double total = 0.0;
-  if (threadIdx.x == 0) {
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
-  }
-  return total;
-}
-
 __device__ __forceinline__ double square_add(double acc, float x) {
   const double d = static_cast<double>(x);
   return fma(d, d, acc);
@@ -273,12 +221,12 @@ __device__ double chunk_sum_squares(const T* x, int64_t len, bool vec) {
     for (int64_t i = threadIdx.x; i < packs; i += kThreads) {
       const Pack<T> p = xp[i];
 #pragma unroll
-      for (int j = 0; j < V; ++j) acc = square_add(acc, to_f32(p.v[j]));
+      for (int j = 0; j < V; ++j) acc = square_add(acc, to_f(p.v[j]));
     }
     first_scalar = packs * V;
   }
   for (int64_t i = first_scalar + threadIdx.x; i < len; i += kThreads)
-    acc = square_add(acc, to_f32(x[i]));
+    acc = square_add(acc, to_f(x[i]));
   return acc;
 }
 
@@ -301,7 +249,7 @@ __global__ void __launch_bounds__(kThreads)
       acc = chunk_sum_squares(static_cast<const f16*>(e.x) + start, len, e.vec != 0);
       break;
   }
-  acc = block_sum(acc);
+  acc = block_sum<kThreads>(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
@@ -311,7 +259,7 @@ __global__ void __launch_bounds__(kThreads)
                          double loss_scale, double* __restrict__ state) {
   double acc = 0.0;
   for (int64_t i = threadIdx.x; i < count; i += kThreads) acc += partial[i];
-  acc = block_sum(acc);
+  acc = block_sum<kThreads>(acc);
   if (threadIdx.x == 0) clip_state_update(state, acc, max_norm, loss_scale);
 }
 
@@ -345,11 +293,11 @@ __device__ void adam_chunk(const AdamEntry& e, int64_t start, int64_t len,
       Pack4<T> pv = reinterpret_cast<const Pack4<T>*>(v)[i];
 #pragma unroll
       for (int j = 0; j < V; ++j) {
-        float p = to_f32(pp.v[j]), mm = to_f32(pm.v[j]), vv = to_f32(pv.v[j]);
-        adam_update(p, to_f32(pg.v[j]), mm, vv, k, clip);
-        pp.v[j] = from_f32<T>(p);
-        pm.v[j] = from_f32<T>(mm);
-        pv.v[j] = from_f32<T>(vv);
+        float p = to_f(pp.v[j]), mm = to_f(pm.v[j]), vv = to_f(pv.v[j]);
+        adam_update(p, to_f(pg.v[j]), mm, vv, k, clip);
+        pp.v[j] = from_f<T>(p);
+        pm.v[j] = from_f<T>(mm);
+        pv.v[j] = from_f<T>(vv);
       }
       reinterpret_cast<Pack4<T>*>(param)[i] = pp;
       reinterpret_cast<Pack4<T>*>(m)[i] = pm;
@@ -358,11 +306,11 @@ __device__ void adam_chunk(const AdamEntry& e, int64_t start, int64_t len,
     first_scalar = packs * V;
   }
   for (int64_t i = first_scalar + threadIdx.x; i < len; i += kThreads) {
-    float p = to_f32(param[i]), mm = to_f32(m[i]), vv = to_f32(v[i]);
-    adam_update(p, to_f32(grad[i]), mm, vv, k, clip);
-    param[i] = from_f32<T>(p);
-    m[i] = from_f32<T>(mm);
-    v[i] = from_f32<T>(vv);
+    float p = to_f(param[i]), mm = to_f(m[i]), vv = to_f(v[i]);
+    adam_update(p, to_f(grad[i]), mm, vv, k, clip);
+    param[i] = from_f<T>(p);
+    m[i] = from_f<T>(mm);
+    v[i] = from_f<T>(vv);
   }
 }
 

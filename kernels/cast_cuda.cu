@@ -14,6 +14,7 @@
 
 #include "core/cuda_check.h"
 #include "kernels/cast.h"
+#include "kernels/cuda_common.cuh"
 
 namespace attn::kernels {
 namespace {
@@ -23,7 +24,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
 
 int num_blocks(int64_t n) {
-  return static_cast<int>(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
+  return cuda_common::grid_blocks(n, kThreads, kMaxBlocks);
 }
 
 // Widest type the CPU passes through exactly for this source: float for the float family
@@ -107,18 +108,12 @@ void fill_cuda(T* dst, double value, int64_t n, cudaStream_t stream) {
   ATTN_CAST_PAIR(S, float)  \
   ATTN_CAST_PAIR(S, double) \
   ATTN_CAST_PAIR(S, bf16) ATTN_CAST_PAIR(S, f16) ATTN_CAST_PAIR(S, int32_t)
-ATTN_CAST_FROM(float)
-ATTN_CAST_FROM(double)
-ATTN_CAST_FROM(bf16)
-ATTN_CAST_FROM(f16)
-ATTN_CAST_FROM(int32_t)
+ATTN_FOR_EACH_DTYPE(ATTN_CAST_FROM)
 #undef ATTN_CAST_FROM
 #undef ATTN_CAST_PAIR
 
-template void fill_cuda<float>(float*, double, int64_t, cudaStream_t);
-template void fill_cuda<double>(double*, double, int64_t, cudaStream_t);
-template void fill_cuda<bf16>(bf16*, double, int64_t, cudaStream_t);
-template void fill_cuda<f16>(f16*, double, int64_t, cudaStream_t);
-template void fill_cuda<int32_t>(int32_t*, double, int64_t, cudaStream_t);
+#define ATTN_FILL(T) template void fill_cuda<T>(T*, double, int64_t, cudaStream_t);
+ATTN_FOR_EACH_DTYPE(ATTN_FILL)
+#undef ATTN_FILL
 
 }  // namespace attn::kernels

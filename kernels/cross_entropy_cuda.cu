@@ -21,89 +21,32 @@
 // elements up to the first 16-byte boundary of the row, vectors, then the scalar tail, so
 // any V (odd included) and any row offset is vectorised. The backward vectorises when logits
 // and dlogits share their offset modulo 16 bytes, else runs scalar.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/cuda_common.cuh"
 
 namespace attn::kernels {
 namespace {
+
+using namespace cuda_common;
 
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
 constexpr int kWarpMaxVocab = 1024;
 constexpr int kTotalsThreads = 1024;
 constexpr int64_t kMaxGrid = 1 << 20;
-constexpr float kLog2e = 1.4426950408889634f;
 
 enum RowState : int32_t { kIgnored = 0, kWrong = 1, kCorrect = 2, kBadTarget = 3 };
 
-template <int N>
-using Int = std::integral_constant<int, N>;
-template <bool B>
-using Bool = std::integral_constant<bool, B>;
-
-// ---- element access -----------------------------------------------------------------------
-
-template <class T>
-__device__ __forceinline__ float to_f(T v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return __bfloat162float(__ushort_as_bfloat16(v.bits));
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return __half2float(__ushort_as_half(v.bits));
-  } else {
-    return v;
-  }
-}
-
-template <class T>
-__device__ __forceinline__ T from_f(float v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return f16{__half_as_ushort(__float2half_rn(v))};
-  } else {
-    return v;
-  }
-}
-
-template <class T, int N>
-__device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[N]) {
-  if constexpr (N == 1) {
-    out[0] = to_f(*p);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector loads are 16 bytes");
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    T e[N];
-    memcpy(e, &raw, 16);
-#pragma unroll
-    for (int i = 0; i < N; ++i) out[i] = to_f(e[i]);
-  }
-}
-
-template <class T, int N>
-__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[N]) {
-  if constexpr (N == 1) {
-    *p = from_f<T>(in[0]);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector stores are 16 bytes");
-    T e[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) e[i] = from_f<T>(in[i]);
-    uint4 raw;
-    memcpy(&raw, e, 16);
-    *reinterpret_cast<uint4*>(p) = raw;
-  }
-}
+// ---- row access ---------------------------------------------------------------------------
 
 // The chunks of row[0, n) that this thread (rank of size) owns: `head` scalar elements up to
 // the row's first 16-byte boundary, aligned vectors of VEC, then the scalar tail (VEC == 1:
@@ -171,24 +114,6 @@ __device__ __forceinline__ void zero_row(T* __restrict__ row, int n, int rank, i
   for (int j = rank; j < sp.head; j += size) store_vec<T, 1>(row + j, z1);
   for (int q = rank; q < sp.nvec; q += size) store_vec<T, VEC>(row + sp.head + q * VEC, zv);
   for (int j = sp.head + sp.nvec * VEC + rank; j < n; j += size) store_vec<T, 1>(row + j, z1);
-}
-
-struct RowGroup {
-  int rank, size;
-  int64_t first, stride;
-};
-
-template <bool kWarpRow>
-__device__ __forceinline__ RowGroup row_group() {
-  if constexpr (kWarpRow) {
-    const int groups = static_cast<int>(blockDim.x) / 32;
-    return {static_cast<int>(threadIdx.x & 31), 32,
-            static_cast<int64_t>(blockIdx.x) * groups + threadIdx.x / 32,
-            static_cast<int64_t>(gridDim.x) * groups};
-  } else {
-    return {static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x),
-            static_cast<int64_t>(blockIdx.x), static_cast<int64_t>(gridDim.x)};
-  }
 }
 
 // ---- forward ------------------------------------------------------------------------------
@@ -311,13 +236,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class V>
-__device__ __forceinline__ V warp_sum_down(V v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-
 __device__ __forceinline__ long long warp_min_down(long long v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_down_sync(0xffffffffu, v, o));
@@ -413,17 +331,13 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- launch helpers -----------------------------------------------------------------------
 
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
-// Calls f(Bool<kWarpRow>{}, grid) with the geometry for V.
+// Calls f(Bool<kWarpRow>{}, grid) with the geometry for V (rows > 0).
 template <class F>
 void with_geometry(int64_t rows, int64_t vocab, F&& f) {
   if (vocab <= kWarpMaxVocab) {
-    f(Bool<true>{}, static_cast<int>(std::min<int64_t>(ceil_div(rows, kWarpsPerBlock), kMaxGrid)));
+    f(Bool<true>{}, grid_blocks(rows, kWarpsPerBlock, kMaxGrid));
   } else {
-    f(Bool<false>{}, static_cast<int>(std::min<int64_t>(rows, kMaxGrid)));
+    f(Bool<false>{}, grid_blocks(rows, 1, kMaxGrid));
   }
 }
 
@@ -501,9 +415,7 @@ void cross_entropy_backward_cuda(const float* grad_loss, const T* logits, const 
   template void cross_entropy_backward_cuda<T>(const float*, const T*, const int32_t*,             \
                                                const float*, int64_t, int64_t, double, int32_t,    \
                                                T*, cudaStream_t);
-ATTN_CROSS_ENTROPY_CUDA_INSTANTIATE(float)
-ATTN_CROSS_ENTROPY_CUDA_INSTANTIATE(bf16)
-ATTN_CROSS_ENTROPY_CUDA_INSTANTIATE(f16)
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_CROSS_ENTROPY_CUDA_INSTANTIATE)
 #undef ATTN_CROSS_ENTROPY_CUDA_INSTANTIATE
 
 }  // namespace attn::kernels

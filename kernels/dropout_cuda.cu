@@ -10,52 +10,30 @@
 // Launch: 256 threads per block, at most 65536 blocks.
 // Memory: y (grad_x) written with `=`; it may alias x (grad_y): each thread reads its group
 // before writing it.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "core/cuda_check.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/dropout.h"
 
 namespace attn::kernels {
 namespace {
 
+using namespace cuda_common;
+
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) {
-  return __bfloat162float(__ushort_as_bfloat16(v.bits));
-}
-__device__ __forceinline__ float to_f32(f16 v) { return __half2float(__ushort_as_half(v.bits)); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 from_f32<bf16>(float v) {
-  return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-}
-template <>
-__device__ __forceinline__ f16 from_f32<f16>(float v) {
-  return f16{__half_as_ushort(__float2half_rn(v))};
-}
-
 // The 4 elements that share one Philox counter, as one vector access.
 template <class T>
-struct alignas(4 * sizeof(T)) Group {
-  T v[4];
-};
+using Group = Pack<T, 4>;
 
 template <class T>
 __device__ __forceinline__ T masked(T x, bool keep, float scale) {
-  return keep ? from_f32<T>(__fmul_rn(to_f32(x), scale)) : from_f32<T>(0.0f);
+  return keep ? from_f<T>(__fmul_rn(to_f(x), scale)) : from_f<T>(0.0f);
 }
 
 template <class T, bool kVec>
@@ -92,11 +70,8 @@ void launch(const T* x, T* y, int64_t n, float p, uint64_t seed, uint64_t offset
   // As the CPU: 1/(1-p) in double, rounded once (to float here, the compute type).
   const float scale = static_cast<float>(1.0 / (1.0 - static_cast<double>(p)));
   const int64_t groups = (n + 3) / 4;
-  const unsigned blocks =
-      static_cast<unsigned>(std::clamp<int64_t>((groups + kThreads - 1) / kThreads, 1, kMaxBlocks));
-  const uintptr_t mask = 4 * sizeof(T) - 1;
-  const bool vec = (reinterpret_cast<uintptr_t>(x) & mask) == 0 &&
-                   (reinterpret_cast<uintptr_t>(y) & mask) == 0;
+  const unsigned blocks = static_cast<unsigned>(grid_blocks(groups, kThreads, kMaxBlocks));
+  const bool vec = aligned(x, sizeof(Group<T>)) && aligned(y, sizeof(Group<T>));
   if (vec) {
     dropout_kernel<T, true><<<blocks, kThreads, 0, stream>>>(x, y, n, p, scale, seed, offset);
   } else {
@@ -124,9 +99,7 @@ void dropout_backward_cuda(const T* grad_y, T* grad_x, int64_t n, float p, uint6
                                         cudaStream_t);                                       \
   template void dropout_backward_cuda<T>(const T*, T*, int64_t, float, uint64_t, uint64_t,   \
                                          cudaStream_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

@@ -11,55 +11,24 @@
 // Launch: 256 threads per block, at most 65536 blocks (the loops cover any n).
 // Memory: outputs written with `=` for i < n; axpy adds into dst. Outputs may alias inputs
 // (each element is read before it is written by the same thread).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "core/cuda_check.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/elementwise.h"
 
 namespace attn::kernels {
 namespace {
 
+using namespace cuda_common;
+
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) {
-  return __bfloat162float(__ushort_as_bfloat16(v.bits));
-}
-__device__ __forceinline__ float to_f32(f16 v) { return __half2float(__ushort_as_half(v.bits)); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 from_f32<bf16>(float v) {
-  return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-}
-template <>
-__device__ __forceinline__ f16 from_f32<f16>(float v) {
-  return f16{__half_as_ushort(__float2half_rn(v))};
-}
-
-// 16 bytes of T, loaded and stored as one vector access.
-template <class T>
-struct alignas(16) Pack {
-  static constexpr int kN = 16 / sizeof(T);
-  T v[kN];
-};
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-int64_t num_blocks(int64_t work) {
-  return std::clamp<int64_t>((work + kThreads - 1) / kThreads, 1, kMaxBlocks);
-}
+int64_t num_blocks(int64_t work) { return grid_blocks(work, kThreads, kMaxBlocks); }
 
 // ---- the ops, on fp32 values (b is ignored by unary ops) ----
 struct AddOp {
@@ -104,13 +73,13 @@ __global__ void map_kernel(const T* a, const T* b, T* out, int64_t n, Op op) {
       Pack<T> po;
 #pragma unroll
       for (int j = 0; j < V; ++j)
-        po.v[j] = from_f32<T>(op(to_f32(pa.v[j]), kHasB ? to_f32(pb.v[j]) : 0.0f));
+        po.v[j] = from_f<T>(op(to_f(pa.v[j]), kHasB ? to_f(pb.v[j]) : 0.0f));
       reinterpret_cast<Pack<T>*>(out)[i] = po;
     }
     first_scalar = packs * V;
   }
   for (int64_t i = first_scalar + tid; i < n; i += stride) {
-    out[i] = from_f32<T>(op(to_f32(a[i]), kHasB ? to_f32(b[i]) : 0.0f));
+    out[i] = from_f<T>(op(to_f(a[i]), kHasB ? to_f(b[i]) : 0.0f));
   }
 }
 
@@ -150,13 +119,13 @@ __global__ void bias_add_kernel(const T* x, const T* bias, T* y, int64_t rows, i
         Pack<T> py;
 #pragma unroll
         for (int j = 0; j < U; ++j) {
-          const float v = __fadd_rn(to_f32(px.v[j]), to_f32(pb.v[j]));
-          py.v[j] = from_f32<T>(relu ? (v > 0.0f ? v : 0.0f) : v);
+          const float v = __fadd_rn(to_f(px.v[j]), to_f(pb.v[j]));
+          py.v[j] = from_f<T>(relu ? (v > 0.0f ? v : 0.0f) : v);
         }
         reinterpret_cast<Pack<T>*>(yr)[u] = py;
       } else {
-        const float v = __fadd_rn(to_f32(xr[u]), to_f32(bias[u]));
-        yr[u] = from_f32<T>(relu ? (v > 0.0f ? v : 0.0f) : v);
+        const float v = __fadd_rn(to_f(xr[u]), to_f(bias[u]));
+        yr[u] = from_f<T>(relu ? (v > 0.0f ? v : 0.0f) : v);
       }
     }
   }
@@ -201,19 +170,11 @@ void bias_add_cuda(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, 
   constexpr int V = Pack<T>::kN;
   const bool vec = cols % V == 0 && aligned16(x) && aligned16(y) && aligned16(bias);
   const int64_t units = vec ? cols / V : cols;
-  // x threads: the smallest power of two >= units, at most 256; the rest of the block on rows.
-  int tx = 1;
-  while (tx < units && tx < kThreads) tx *= 2;
-  const int ty = kThreads / tx;
-  const int64_t grid_y = std::min<int64_t>((units + tx - 1) / tx, 1024);
-  const int64_t grid_x =
-      std::clamp<int64_t>((rows + ty - 1) / ty, 1, std::max<int64_t>(kMaxBlocks / grid_y, 1));
-  const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
-  const dim3 block(static_cast<unsigned>(tx), static_cast<unsigned>(ty));
+  const RowsGrid g = rows_units_grid(rows, units, kThreads, kMaxBlocks);
   if (vec) {
-    bias_add_kernel<T, true><<<grid, block, 0, stream>>>(x, bias, y, rows, units, relu);
+    bias_add_kernel<T, true><<<g.grid, g.block, 0, stream>>>(x, bias, y, rows, units, relu);
   } else {
-    bias_add_kernel<T, false><<<grid, block, 0, stream>>>(x, bias, y, rows, units, relu);
+    bias_add_kernel<T, false><<<g.grid, g.block, 0, stream>>>(x, bias, y, rows, units, relu);
   }
   ATTN_CUDA_LAUNCH_CHECK();
 }
@@ -225,9 +186,7 @@ void bias_add_cuda(const T* x, const T* bias, T* y, int64_t rows, int64_t cols, 
   template void relu_forward_cuda<T>(const T*, T*, int64_t, cudaStream_t);                  \
   template void relu_backward_cuda<T>(const T*, const T*, T*, int64_t, cudaStream_t);       \
   template void bias_add_cuda<T>(const T*, const T*, T*, int64_t, int64_t, bool, cudaStream_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

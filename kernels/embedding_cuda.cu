@@ -23,23 +23,23 @@
 //     or into an fp32 scratch copy (bf16/f16), which is then added to grad_weight.
 // embedding_first_invalid_cuda: atomicMin of the bad indices (an integer: order-independent),
 // then one 8-byte copy to the host.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
-#include <cstring>
 #include <cub/device/device_radix_sort.cuh>
 #include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/embedding.h"
 
 namespace attn::kernels {
 namespace {
+
+using namespace cuda_common;
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxGrid = 1 << 16;  // grid-stride kernels: enough blocks for any GPU
@@ -50,57 +50,6 @@ constexpr double kTwoPiLo = 2.4492935982947064e-16;  // 2 pi - kTwoPiHi
 constexpr double kInvTwoPi = 0.15915494309189535;
 
 // ---- element access -----------------------------------------------------------------------
-
-template <class T>
-__device__ __forceinline__ float to_f(T v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return __bfloat162float(__ushort_as_bfloat16(v.bits));
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return __half2float(__ushort_as_half(v.bits));
-  } else {
-    return v;
-  }
-}
-
-template <class T>
-__device__ __forceinline__ T from_f(float v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return f16{__half_as_ushort(__float2half_rn(v))};
-  } else {
-    return v;
-  }
-}
-
-template <class T, int N>
-__device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[N]) {
-  if constexpr (N == 1) {
-    out[0] = to_f(*p);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector loads are 16 bytes");
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    T e[N];
-    memcpy(e, &raw, 16);
-#pragma unroll
-    for (int i = 0; i < N; ++i) out[i] = to_f(e[i]);
-  }
-}
-
-template <class T, int N>
-__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[N]) {
-  if constexpr (N == 1) {
-    *p = from_f<T>(in[0]);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector stores are 16 bytes");
-    T e[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) e[i] = from_f<T>(in[i]);
-    uint4 raw;
-    memcpy(&raw, e, 16);
-    *reinterpret_cast<uint4*>(p) = raw;
-  }
-}
 
 // float[N] loads/stores of fp32 scratch (N == 1 or 16-byte aligned N == 4 or 8).
 template <int N>
@@ -337,23 +286,12 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- launch helpers -----------------------------------------------------------------------
 
-template <int N>
-using Int = std::integral_constant<int, N>;
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
 size_t align256(size_t b) {
   return (b + 255) / 256 * 256;
 }
 
 int grid_for(int64_t work) {
-  return static_cast<int>(std::max<int64_t>(1, std::min(ceil_div(work, kThreads), kMaxGrid)));
+  return grid_blocks(work, kThreads, kMaxGrid);
 }
 
 // Calls f(Int<VEC>{}) with 16-byte vectors when dim and all pointers allow, else 1.
@@ -518,9 +456,7 @@ void embedding_backward_cuda(const int32_t* ids, const T* grad_out, T* grad_weig
   template size_t embedding_backward_cuda_workspace<T>(int64_t, int64_t, int64_t, bool);          \
   template void embedding_backward_cuda<T>(const int32_t*, const T*, T*, int64_t, int64_t,        \
                                            int64_t, double, bool, void*, cudaStream_t);
-ATTN_EMBEDDING_CUDA_INSTANTIATE(float)
-ATTN_EMBEDDING_CUDA_INSTANTIATE(bf16)
-ATTN_EMBEDDING_CUDA_INSTANTIATE(f16)
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_EMBEDDING_CUDA_INSTANTIATE)
 #undef ATTN_EMBEDDING_CUDA_INSTANTIATE
 
 }  // namespace attn::kernels

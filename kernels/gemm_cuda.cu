@@ -33,8 +33,6 @@
 // Memory convention: C is written when beta = 0 (never read, may hold NaN), accumulated when
 // beta = 1; the bias gradient is written.
 #include <cublasLt.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -46,10 +44,13 @@
 
 #include "core/cuda_backend.h"
 #include "core/cuda_check.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/gemm.h"
 
 namespace attn::kernels {
 namespace {
+
+using namespace cuda_common;
 
 template <class T>
 constexpr cudaDataType_t cuda_type() {
@@ -65,40 +66,10 @@ constexpr cudaDataType_t cuda_type() {
 
 // ---- the k = 0 kernels -------------------------------------------------------------------
 
-template <class T>
-struct DeviceType {
-  using type = T;
-};
-template <>
-struct DeviceType<bf16> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DeviceType<f16> {
-  using type = __half;
-};
-
-__device__ __forceinline__ float load_f(float v) { return v; }
-__device__ __forceinline__ float load_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float load_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <class D>
-__device__ __forceinline__ D store_f(float v) {
-  if constexpr (std::is_same_v<D, float>) {
-    return v;
-  } else if constexpr (std::is_same_v<D, __half>) {
-    return __float2half_rn(v);
-  } else {
-    return __float2bfloat16_rn(v);
-  }
-}
-
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 4096;
 
-int blocks_for(int64_t total) {
-  return static_cast<int>(std::min<int64_t>((total + kThreads - 1) / kThreads, kMaxBlocks));
-}
+int blocks_for(int64_t total) { return grid_blocks(total, kThreads, kMaxBlocks); }
 
 // C_i = beta * C_i for every batch entry (beta 0: zeros, C not read). Grid-stride over
 // batch * mn elements.
@@ -109,7 +80,7 @@ __global__ void gemm_empty_sum_kernel(D* c, int64_t mn, int64_t stride_c, int64_
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = idx / mn;
     D* p = c + i * stride_c + (idx - i * mn);
-    *p = store_f<D>(beta == 0.0f ? 0.0f : beta * load_f(*p));
+    *p = from_f<D>(beta == 0.0f ? 0.0f : beta * to_f(*p));
   }
 }
 
@@ -118,9 +89,9 @@ template <class D>
 __global__ void gemm_bias_only_kernel(D* c, const D* bias, int64_t n, int64_t total, bool relu) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v = bias ? load_f(bias[idx % n]) : 0.0f;
+    float v = bias ? to_f(bias[idx % n]) : 0.0f;
     if (relu) v = fmaxf(v, 0.0f);
-    c[idx] = store_f<D>(v);
+    c[idx] = from_f<D>(v);
   }
 }
 
@@ -233,11 +204,14 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t dt, int64_t rows, int64_t cols
   return layout;
 }
 
+// Frees a plan's descriptors on the paths that give a plan up (no algorithm, or an error about
+// to be thrown). The destroys only free host memory and leave no CUDA error state, so their
+// status is deliberately ignored rather than masking the reason the plan is dropped.
 void destroy(Plan& p) {
-  if (p.op) cublasLtMatmulDescDestroy(p.op);
-  if (p.lt_a) cublasLtMatrixLayoutDestroy(p.lt_a);
-  if (p.lt_b) cublasLtMatrixLayoutDestroy(p.lt_b);
-  if (p.lt_c) cublasLtMatrixLayoutDestroy(p.lt_c);
+  if (p.op) (void)cublasLtMatmulDescDestroy(p.op);
+  if (p.lt_a) (void)cublasLtMatrixLayoutDestroy(p.lt_a);
+  if (p.lt_b) (void)cublasLtMatrixLayoutDestroy(p.lt_b);
+  if (p.lt_c) (void)cublasLtMatrixLayoutDestroy(p.lt_c);
   p = Plan{};
 }
 
@@ -319,7 +293,7 @@ Plan make_plan(const PlanKey& key, cublasLtHandle_t handle, size_t max_workspace
       st = cublasLtMatmulAlgoGetHeuristic(handle, p.op, p.lt_a, p.lt_b, p.lt_c, p.lt_c, pref, 1,
                                           &result, &count);
   }
-  cublasLtMatmulPreferenceDestroy(pref);
+  (void)cublasLtMatmulPreferenceDestroy(pref);  // host memory only; st decides below
   if (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && count == 0)) {
     destroy(p);  // supported = false
     return p;
@@ -455,9 +429,7 @@ int64_t gemm_cuda_plan_count() {
                                   cudaStream_t);                                               \
   template bool gemm_bias_grad_cuda<T>(const GemmShape&, const T*, const T*, T*, T*,           \
                                        cudaStream_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

@@ -14,11 +14,7 @@ void gather_rows_cpu(const T* x, const int32_t* index, T* out, int64_t n_index, 
 
 #define ATTN_INSTANTIATE(T) \
   template void gather_rows_cpu<T>(const T*, const int32_t*, T*, int64_t, int64_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(double)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
-ATTN_INSTANTIATE(int32_t)
+ATTN_FOR_EACH_DTYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

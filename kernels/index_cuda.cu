@@ -13,15 +13,16 @@
 #include <cstdint>
 
 #include "core/cuda_check.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/index.h"
 
 namespace attn::kernels {
 namespace {
 
+using namespace cuda_common;
+
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <class U>
 __global__ void gather_rows_kernel(const U* __restrict__ x, const int32_t* __restrict__ index,
@@ -40,14 +41,9 @@ __global__ void gather_rows_kernel(const U* __restrict__ x, const int32_t* __res
 template <class U>
 void launch(const void* x, const int32_t* index, void* out, int64_t rows, int64_t units,
             cudaStream_t stream) {
-  int tx = 1;
-  while (tx < units && tx < kThreads) tx *= 2;
-  const int ty = kThreads / tx;
-  const int64_t gy = std::min<int64_t>(ceil_div(units, tx), 1024);
-  const int64_t gx = std::clamp<int64_t>(ceil_div(rows, ty), 1, std::max<int64_t>(kMaxBlocks / gy, 1));
-  gather_rows_kernel<U><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)),
-                          dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty)), 0, stream>>>(
-      static_cast<const U*>(x), index, static_cast<U*>(out), rows, units);
+  const RowsGrid g = rows_units_grid(rows, units, kThreads, kMaxBlocks);
+  gather_rows_kernel<U><<<g.grid, g.block, 0, stream>>>(static_cast<const U*>(x), index,
+                                                        static_cast<U*>(out), rows, units);
   ATTN_CUDA_LAUNCH_CHECK();
 }
 
@@ -58,28 +54,16 @@ void gather_rows_cuda(const T* x, const int32_t* index, T* out, int64_t n_index,
                       int64_t row_size, cudaStream_t stream) {
   if (n_index <= 0 || row_size <= 0) return;
   const int64_t row_bytes = row_size * static_cast<int64_t>(sizeof(T));
-  const uint64_t align = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(x)) |
-                         static_cast<uint64_t>(reinterpret_cast<uintptr_t>(out)) |
-                         static_cast<uint64_t>(row_bytes);
-  if (align % 16 == 0) {
-    launch<uint4>(x, index, out, n_index, row_bytes / 16, stream);
-  } else if (align % 8 == 0) {
-    launch<uint2>(x, index, out, n_index, row_bytes / 8, stream);
-  } else if (align % 4 == 0) {
-    launch<uint32_t>(x, index, out, n_index, row_bytes / 4, stream);
-  } else {
-    launch<uint16_t>(x, index, out, n_index, row_bytes / 2, stream);
-  }
+  with_copy_unit(addr(x) | addr(out) | static_cast<uint64_t>(row_bytes), [&](auto unit) {
+    using U = decltype(unit);
+    launch<U>(x, index, out, n_index, row_bytes / static_cast<int64_t>(sizeof(U)), stream);
+  });
 }
 
 #define ATTN_INSTANTIATE(T)                                                               \
   template void gather_rows_cuda<T>(const T*, const int32_t*, T*, int64_t, int64_t, \
                                     cudaStream_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(double)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
-ATTN_INSTANTIATE(int32_t)
+ATTN_FOR_EACH_DTYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

@@ -6,7 +6,7 @@
 // large mean does not cancel), y = (s - mean) * rstd * gamma + beta. A row's values stay in
 // registers: each thread of the row's group owns ITEMS vectors of VEC columns (16-byte loads
 // when cols % VEC == 0 and every pointer is 16-byte aligned, else VEC = 1), so x, residual
-// and y are touched once. Groups, chosen by cols only:
+// and y are touched once. Groups, chosen by cols only (held_row, kernels/cuda_common.cuh):
 //   cols <= 512           a warp per row, 4 rows per 128-thread block, shuffle reductions
 //   512 < cols <= 8192    a block of 64..512 threads per row (at most 16 values per thread),
 //                         shuffles then shared memory
@@ -21,58 +21,28 @@
 // partial[block][2][cols]; layer_norm_param_grad_kernel sums those rows in a fixed order and
 // adds the result to dgamma and dbeta (+=, parameter gradients). The number of blocks depends
 // only on rows and cols and no atomics are used, so the result is the same on every run.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
-#include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/layer_norm.h"
 
 namespace attn::kernels {
 namespace {
 
-constexpr int kWarpMaxCols = 512;     // a warp holds the row: 32 lanes x 16 values
-constexpr int kBlockMaxCols = 8192;   // a block holds the row: 512 threads x 16 values
-constexpr int kValuesPerThread = 16;  // register budget per thread in the held-row kernels
-constexpr int kWarpRowsPerBlock = 4;  // warp-per-row kernels: 128-thread blocks
-constexpr int kLoopThreads = 256;     // cols > kBlockMaxCols
+using namespace cuda_common;
+using namespace cuda_common::held_row;  // the groups (kWarpMaxCols, kBlockMaxCols, ...)
+
 // Backward grid caps (= rows of the partial-sum scratch): about one wave of resident blocks
 // on current GPUs; the warp-per-row blocks are small, so more of them.
 constexpr int kMaxPartialBlocksWarp = 1024;
 constexpr int kMaxPartialBlocksBlock = 512;
-constexpr int64_t kMaxGrid = 1 << 20;  // forward grid cap (grids stride over rows)
-constexpr int kParamTileCols = 32;     // layer_norm_param_grad_kernel: 32 columns x
-constexpr int kParamTileSlices = 16;   // 16 slices of the partial rows per block
-
-// ---- element access -----------------------------------------------------------------------
-
-template <class T>
-__device__ __forceinline__ float to_f(T v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return __bfloat162float(__ushort_as_bfloat16(v.bits));
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return __half2float(__ushort_as_half(v.bits));
-  } else {
-    return v;
-  }
-}
-
-template <class T>
-__device__ __forceinline__ T from_f(float v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return f16{__half_as_ushort(__float2half_rn(v))};
-  } else {
-    return v;
-  }
-}
+constexpr int kParamTileCols = 32;    // layer_norm_param_grad_kernel: 32 columns x
+constexpr int kParamTileSlices = 16;  // 16 slices of the partial rows per block
 
 // v rounded to T and back (the value a T tensor would hold).
 template <class T>
@@ -80,68 +50,11 @@ __device__ __forceinline__ float round_to(float v) {
   return to_f(from_f<T>(v));
 }
 
-// N consecutive elements as floats; N == 1 or N * sizeof(T) == 16 with p 16-byte aligned.
-template <class T, int N>
-__device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[N]) {
-  if constexpr (N == 1) {
-    out[0] = to_f(*p);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector loads are 16 bytes");
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    T e[N];
-    memcpy(e, &raw, 16);
-#pragma unroll
-    for (int i = 0; i < N; ++i) out[i] = to_f(e[i]);
-  }
-}
-
-template <class T, int N>
-__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[N]) {
-  if constexpr (N == 1) {
-    *p = from_f<T>(in[0]);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector stores are 16 bytes");
-    T e[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) e[i] = from_f<T>(in[i]);
-    uint4 raw;
-    memcpy(&raw, e, 16);
-    *reinterpret_cast<uint4*>(p) = raw;
-  }
-}
-
-// ---- row groups and their reductions ------------------------------------------------------
-
-// The threads that share one row: a warp (kWarpRow) or the whole block.
-struct RowGroup {
-  int rank;        // this thread's index within the group
-  int size;        // threads in the group
-  int64_t first;   // first row of this group
-  int64_t stride;  // rows between this group's consecutive rows
-};
-
-template <bool kWarpRow>
-__device__ __forceinline__ RowGroup row_group() {
-  if constexpr (kWarpRow) {
-    const int groups = static_cast<int>(blockDim.x) / 32;
-    return {static_cast<int>(threadIdx.x & 31), 32,
-            static_cast<int64_t>(blockIdx.x) * groups + threadIdx.x / 32,
-            static_cast<int64_t>(gridDim.x) * groups};
-  } else {
-    return {static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x),
-            static_cast<int64_t>(blockIdx.x), static_cast<int64_t>(gridDim.x)};
-  }
-}
-
-// Butterfly sums: every lane ends with the same value (float addition is commutative).
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+// ---- row group reductions -----------------------------------------------------------------
 
 // Sum of a and b over the row group, the same in every thread of the group. Block groups
-// use red[0 .. 2 * warps) and must be called by every thread of the block.
+// use red[0 .. 2 * warps) and must be called by every thread of the block. (Not softmax's
+// group_reduce: that starts from red[0], this from 0.f, which differ on signed zeros.)
 template <bool kWarpRow>
 __device__ __forceinline__ void group_sum2(float& a, float& b, float* red) {
   a = warp_sum(a);
@@ -446,75 +359,11 @@ __global__ void __launch_bounds__(kParamTileCols* kParamTileSlices)
 
 // ---- launch helpers -----------------------------------------------------------------------
 
-template <int N>
-using Int = std::integral_constant<int, N>;
-template <bool B>
-using Bool = std::integral_constant<bool, B>;
-
-bool aligned16(const void* p) {
-  return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
-// Threads of a block-per-row group holding cols values at kValuesPerThread per thread.
-int block_threads(int64_t cols) {
-  int t = 64;
-  while (t < 512 && static_cast<int64_t>(t) * kValuesPerThread < cols) t *= 2;
-  return t;
-}
-
-// Calls f(Int<VEC>, Int<ITEMS>, Bool<kWarpRow>) for a held-row kernel covering cols
-// (cols <= kBlockMaxCols): a warp per row up to kWarpMaxCols, with the fewest items
-// (a power of two) that cover the row; a block per row above, with 16 values per thread.
-template <int VEC, class F>
-void with_held_row_geometry(int64_t cols, F&& f) {
-  constexpr int kMaxItems = kValuesPerThread / VEC;
-  if (cols > kWarpMaxCols) {
-    f(Int<VEC>{}, Int<kMaxItems>{}, Bool<false>{});
-    return;
-  }
-  const int64_t items = ceil_div(cols, 32 * VEC);  // <= kMaxItems since cols <= 32 * 16
-  if (items <= 1) {
-    f(Int<VEC>{}, Int<1>{}, Bool<true>{});
-    return;
-  }
-  if constexpr (kMaxItems >= 2) {
-    if (items <= 2) {
-      f(Int<VEC>{}, Int<2>{}, Bool<true>{});
-      return;
-    }
-  }
-  if constexpr (kMaxItems >= 4) {
-    if (items <= 4) {
-      f(Int<VEC>{}, Int<4>{}, Bool<true>{});
-      return;
-    }
-  }
-  if constexpr (kMaxItems >= 8) {
-    if (items <= 8) {
-      f(Int<VEC>{}, Int<8>{}, Bool<true>{});
-      return;
-    }
-  }
-  if constexpr (kMaxItems >= 16) {
-    if (items <= 16) {
-      f(Int<VEC>{}, Int<16>{}, Bool<true>{});
-      return;
-    }
-  }
-  ATTN_FAIL("no held-row geometry for ", cols, " columns");  // unreachable: cols <= 512
-}
-
-// Blocks of the backward grid = rows of the partial-sum scratch (a function of rows, cols).
+// Blocks of the backward grid = rows of the partial-sum scratch (a function of rows, cols);
+// rows > 0.
 int backward_blocks(int64_t rows, int64_t cols) {
-  if (cols <= kWarpMaxCols) {
-    return static_cast<int>(
-        std::min<int64_t>(ceil_div(rows, kWarpRowsPerBlock), kMaxPartialBlocksWarp));
-  }
-  return static_cast<int>(std::min<int64_t>(rows, kMaxPartialBlocksBlock));
+  if (cols <= kWarpMaxCols) return grid_blocks(rows, kWarpRowsPerBlock, kMaxPartialBlocksWarp);
+  return grid_blocks(rows, 1, kMaxPartialBlocksBlock);
 }
 
 void check_sizes(const char* op, int64_t rows, int64_t cols) {
@@ -533,31 +382,23 @@ void layer_norm_forward_cuda(const T* x, const T* residual, const T* gamma, cons
   if (rows == 0) return;
   const int icols = static_cast<int>(cols);
   const float feps = static_cast<float>(eps);
-  if (cols > kBlockMaxCols) {
-    const int grid = static_cast<int>(std::min<int64_t>(rows, kMaxGrid));
-    layer_norm_forward_loop_kernel<T><<<grid, kLoopThreads, 0, stream>>>(
-        x, residual, gamma, beta, feps, rows, icols, y, mean, rstd);
-    ATTN_CUDA_LAUNCH_CHECK();
-    return;
-  }
-  auto launch = [&](auto vec, auto items, auto warp_row) {
-    constexpr int V = decltype(vec)::value, I = decltype(items)::value;
-    constexpr bool W = decltype(warp_row)::value;
-    const int threads = W ? 32 * kWarpRowsPerBlock : block_threads(cols);
-    const int64_t rows_per_block = W ? kWarpRowsPerBlock : 1;
-    const int grid = static_cast<int>(std::min<int64_t>(ceil_div(rows, rows_per_block), kMaxGrid));
-    layer_norm_forward_kernel<T, V, I, W>
-        <<<grid, threads, 0, stream>>>(x, residual, gamma, beta, feps, rows, icols, y, mean, rstd);
-    ATTN_CUDA_LAUNCH_CHECK();
-  };
-  constexpr int kVec = 16 / sizeof(T);
-  const bool vec = cols % kVec == 0 && aligned16(x) && aligned16(residual) && aligned16(gamma) &&
-                   aligned16(beta) && aligned16(y);
-  if (vec) {
-    with_held_row_geometry<kVec>(cols, launch);
-  } else {
-    with_held_row_geometry<1>(cols, launch);
-  }
+  // aligned16(nullptr) holds, so a missing residual does not stop vectorisation.
+  const bool vec =
+      aligned16(x) && aligned16(residual) && aligned16(gamma) && aligned16(beta) && aligned16(y);
+  held_row::launch<T>(
+      rows, cols, vec,
+      [&](auto v, auto items, auto warp_row, int grid, int threads) {
+        constexpr int V = decltype(v)::value, I = decltype(items)::value;
+        constexpr bool W = decltype(warp_row)::value;
+        layer_norm_forward_kernel<T, V, I, W><<<grid, threads, 0, stream>>>(
+            x, residual, gamma, beta, feps, rows, icols, y, mean, rstd);
+        ATTN_CUDA_LAUNCH_CHECK();
+      },
+      [&](int grid) {
+        layer_norm_forward_loop_kernel<T><<<grid, kLoopThreads, 0, stream>>>(
+            x, residual, gamma, beta, feps, rows, icols, y, mean, rstd);
+        ATTN_CUDA_LAUNCH_CHECK();
+      });
 }
 
 int64_t layer_norm_backward_cuda_workspace(int64_t rows, int64_t cols) {
@@ -591,9 +432,9 @@ void layer_norm_backward_cuda(const T* dy, const T* x, const T* residual, const 
     const bool vec = cols % kVec == 0 && aligned16(dy) && aligned16(x) && aligned16(residual) &&
                      aligned16(gamma) && aligned16(dx);
     if (vec) {
-      with_held_row_geometry<kVec>(cols, launch);
+      held_row::with_geometry<kVec>(cols, launch);
     } else {
-      with_held_row_geometry<1>(cols, launch);
+      held_row::with_geometry<1>(cols, launch);
     }
   }
   const int width = 2 * icols;
@@ -610,9 +451,7 @@ void layer_norm_backward_cuda(const T* dy, const T* x, const T* residual, const 
   template void layer_norm_backward_cuda<T>(const T*, const T*, const T*, const T*, const float*, \
                                             const float*, int64_t, int64_t, T*, T*, T*, float*,   \
                                             cudaStream_t);
-ATTN_LAYER_NORM_CUDA_INSTANTIATE(float)
-ATTN_LAYER_NORM_CUDA_INSTANTIATE(bf16)
-ATTN_LAYER_NORM_CUDA_INSTANTIATE(f16)
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_LAYER_NORM_CUDA_INSTANTIATE)
 #undef ATTN_LAYER_NORM_CUDA_INSTANTIATE
 
 }  // namespace attn::kernels

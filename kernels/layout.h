@@ -15,6 +15,21 @@ struct SwapAxesShape {
   int64_t outer, a, mid, b, inner;
 };
 
+// swap_axes' row map, shared by the CPU and CUDA kernels: row r of the input, enumerating
+// [outer, a, mid, b], is row swap_axes_dst_row(r, a, mid, b) of the output [outer, b, mid, a].
+// The divisions run in Index (the CUDA kernel uses uint32_t when every row index fits: much
+// cheaper); the row is int64_t (uint64_t when Index is).
+template <class Index>
+ATTN_HD inline auto swap_axes_dst_row(Index r, Index a, Index mid, Index b) {
+  const Index ib = r % b;
+  r /= b;
+  const Index im = r % mid;
+  r /= mid;
+  const Index ia = r % a;
+  const Index io = r / a;
+  return ((static_cast<int64_t>(io) * b + ib) * mid + im) * a + ia;
+}
+
 template <class T>
 void swap_axes_cpu(const T* x, T* out, const SwapAxesShape& s);
 

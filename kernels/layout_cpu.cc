@@ -9,15 +9,7 @@ void swap_axes_cpu(const T* x, T* out, const SwapAxesShape& s) {
   const int64_t rows = s.outer * s.a * s.mid * s.b;
 #pragma omp parallel for if (rows * s.inner > (1 << 16))
   for (int64_t r = 0; r < rows; ++r) {
-    // r enumerates the input's [outer, a, mid, b] index.
-    int64_t t = r;
-    const int64_t ib = t % s.b;
-    t /= s.b;
-    const int64_t im = t % s.mid;
-    t /= s.mid;
-    const int64_t ia = t % s.a;
-    const int64_t io = t / s.a;
-    const int64_t dst_row = ((io * s.b + ib) * s.mid + im) * s.a + ia;
+    const int64_t dst_row = swap_axes_dst_row(r, s.a, s.mid, s.b);
     std::memcpy(out + dst_row * s.inner, x + r * s.inner, sizeof(T) * s.inner);
   }
 }
@@ -33,11 +25,7 @@ void copy_2d_cpu(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, i
 #define ATTN_INSTANTIATE(T)                                                     \
   template void swap_axes_cpu<T>(const T*, T*, const SwapAxesShape&);         \
   template void copy_2d_cpu<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(double)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
-ATTN_INSTANTIATE(int32_t)
+ATTN_FOR_EACH_DTYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

@@ -21,34 +21,18 @@
 #include <cstdint>
 
 #include "core/cuda_check.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/layout.h"
 
 namespace attn::kernels {
 namespace {
 
+using namespace cuda_common;
+
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
 constexpr int kTile = 32;
 constexpr int kTileRows = 8;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Calls fn(U{}) with the widest copy unit U whose size divides `align` (an OR of addresses
-// and byte counts).
-template <class Fn>
-void with_unit(uint64_t align, Fn&& fn) {
-  if (align % 16 == 0) {
-    fn(uint4{});
-  } else if (align % 8 == 0) {
-    fn(uint2{});
-  } else if (align % 4 == 0) {
-    fn(uint32_t{});
-  } else {
-    fn(uint16_t{});
-  }
-}
-
-uint64_t addr(const void* p) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p)); }
 
 // ---- row maps: row r -> (source offset, destination offset), in units ----
 struct StridedRows {  // copy_2d and expand: source row r / rep
@@ -66,15 +50,8 @@ struct SwappedRows {
   Index a, mid, b;
   int64_t row_units;
   __device__ void operator()(int64_t r, int64_t& s, int64_t& d) const {
-    Index t = static_cast<Index>(r);
-    const Index ib = t % b;
-    t /= b;
-    const Index im = t % mid;
-    t /= mid;
-    const Index ia = t % a;
-    const Index io = t / a;
     s = r * row_units;
-    d = (((static_cast<int64_t>(io) * b + ib) * mid + im) * a + ia) * row_units;
+    d = swap_axes_dst_row(static_cast<Index>(r), a, mid, b) * row_units;
   }
 };
 
@@ -97,15 +74,9 @@ template <class U, class Map>
 void launch_copy_rows(const void* src, void* dst, int64_t rows, int64_t units, Map map,
                       cudaStream_t stream) {
   if (rows <= 0 || units <= 0) return;
-  int tx = 1;
-  while (tx < units && tx < kThreads) tx *= 2;
-  const int ty = kThreads / tx;
-  const int64_t gy = std::min<int64_t>(ceil_div(units, tx), 1024);
-  const int64_t gx = std::clamp<int64_t>(ceil_div(rows, ty), 1, std::max<int64_t>(kMaxBlocks / gy, 1));
-  copy_rows_kernel<U, Map>
-      <<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)),
-         dim3(static_cast<unsigned>(tx), static_cast<unsigned>(ty)), 0, stream>>>(
-          static_cast<const U*>(src), static_cast<U*>(dst), rows, units, map);
+  const RowsGrid g = rows_units_grid(rows, units, kThreads, kMaxBlocks);
+  copy_rows_kernel<U, Map><<<g.grid, g.block, 0, stream>>>(
+      static_cast<const U*>(src), static_cast<U*>(dst), rows, units, map);
   ATTN_CUDA_LAUNCH_CHECK();
 }
 
@@ -147,7 +118,7 @@ template <class E>
 void launch_transpose(const void* x, void* out, const SwapAxesShape& s, cudaStream_t stream) {
   const int64_t tiles_a = ceil_div(s.a, kTile), tiles_b = ceil_div(s.b, kTile);
   const int64_t total = s.outer * s.mid * tiles_a * tiles_b;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(total, kMaxBlocks));
+  const unsigned blocks = static_cast<unsigned>(grid_blocks(total, 1, kMaxBlocks));
   transpose_tiles_kernel<E><<<blocks, dim3(kTile, kTileRows), 0, stream>>>(
       static_cast<const E*>(x), static_cast<E*>(out), s.a, s.mid, s.b, tiles_a, tiles_b, total);
   ATTN_CUDA_LAUNCH_CHECK();
@@ -181,7 +152,7 @@ void swap_axes_cuda(const T* x, T* out, const SwapAxesShape& s, cudaStream_t str
     return;
   }
   const int64_t row_bytes = s.inner * static_cast<int64_t>(sizeof(T));
-  with_unit(addr(x) | addr(out) | static_cast<uint64_t>(row_bytes), [&](auto unit) {
+  with_copy_unit(addr(x) | addr(out) | static_cast<uint64_t>(row_bytes), [&](auto unit) {
     using U = decltype(unit);
     const int64_t units = row_bytes / static_cast<int64_t>(sizeof(U));
     if (rows <= static_cast<int64_t>(UINT32_MAX)) {
@@ -208,7 +179,7 @@ void copy_2d_cuda(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, 
   const uint64_t align = addr(src) | addr(dst) | static_cast<uint64_t>(cols * kSize) |
                          static_cast<uint64_t>(src_stride * kSize) |
                          static_cast<uint64_t>(dst_stride * kSize);
-  with_unit(align, [&](auto unit) {
+  with_copy_unit(align, [&](auto unit) {
     using U = decltype(unit);
     constexpr int64_t k = sizeof(U);
     const StridedRows map{src_stride * kSize / k, dst_stride * kSize / k, 1};
@@ -222,7 +193,7 @@ void expand_axis_cuda(const T* x, T* out, int64_t outer, int64_t n, int64_t inne
   if (outer <= 0 || n <= 0 || inner <= 0) return;
   constexpr int64_t kSize = sizeof(T);
   const int64_t row_bytes = inner * kSize;
-  with_unit(addr(x) | addr(out) | static_cast<uint64_t>(row_bytes), [&](auto unit) {
+  with_copy_unit(addr(x) | addr(out) | static_cast<uint64_t>(row_bytes), [&](auto unit) {
     using U = decltype(unit);
     const int64_t units = row_bytes / static_cast<int64_t>(sizeof(U));
     const StridedRows map{units, units, n};  // output row r = (o, j) reads input row o = r / n
@@ -235,11 +206,7 @@ void expand_axis_cuda(const T* x, T* out, int64_t outer, int64_t n, int64_t inne
   template void copy_2d_cuda<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t,           \
                                 cudaStream_t);                                              \
   template void expand_axis_cuda<T>(const T*, T*, int64_t, int64_t, int64_t, cudaStream_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(double)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
-ATTN_INSTANTIATE(int32_t)
+ATTN_FOR_EACH_DTYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

@@ -16,8 +16,6 @@
 // The plan depends only on (outer, n, inner), and every sum has a fixed order: the result is
 // deterministic run to run.
 // Memory: out[o, i] written with `=`, or with `+=` when accumulate (parameter gradients).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,10 +23,13 @@
 #include <cstdint>
 
 #include "core/cuda_check.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/reduce.h"
 
 namespace attn::kernels {
 namespace {
+
+using namespace cuda_common;
 
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1 << 16;
@@ -38,29 +39,6 @@ constexpr int kColTile = 32;    // columns per block (blockDim.x)
 constexpr int kRowThreads = 8;  // row-threads per block (blockDim.y)
 constexpr int64_t kMinColumnRows = 64;
 constexpr int64_t kMinRowElements = 2048;
-
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) {
-  return __bfloat162float(__ushort_as_bfloat16(v.bits));
-}
-__device__ __forceinline__ float to_f32(f16 v) { return __half2float(__ushort_as_half(v.bits)); }
-
-template <class T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ bf16 from_f32<bf16>(float v) {
-  return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-}
-template <>
-__device__ __forceinline__ f16 from_f32<f16>(float v) {
-  return f16{__half_as_ushort(__float2half_rn(v))};
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 enum class Kind { kWarpRows, kRowBlocks, kColumns };
 
@@ -95,27 +73,7 @@ Plan make_plan(int64_t outer, int64_t n, int64_t inner) {
 
 template <class T>
 __device__ __forceinline__ void store_sum(T* out, float sum, bool accumulate) {
-  *out = from_f32<T>(accumulate ? __fadd_rn(to_f32(*out), sum) : sum);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int d = 16; d > 0; d >>= 1) v += __shfl_down_sync(0xffffffffu, v, d);
-  return v;  // complete in lane 0
-}
-
-// Sum over a 256-thread block, complete in thread 0. Call once per block.
-__device__ __forceinline__ float block_sum(float v) {
-  __shared__ float warp_sums[kThreads / 32];
-  v = warp_sum(v);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float total = 0.0f;
-  if (threadIdx.x == 0) {
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
-  }
-  return total;
+  *out = from_f<T>(accumulate ? __fadd_rn(to_f(*out), sum) : sum);
 }
 
 // inner == 1, short rows: warp w of the grid sums rows w, w + warps, ...
@@ -129,8 +87,8 @@ __global__ void sum_rows_warp_kernel(const T* __restrict__ x, T* __restrict__ ou
        o < outer; o += stride) {
     const T* row = x + o * n;
     float acc = 0.0f;
-    for (int64_t i = lane; i < n; i += 32) acc += to_f32(row[i]);
-    acc = warp_sum(acc);
+    for (int64_t i = lane; i < n; i += 32) acc += to_f(row[i]);
+    acc = warp_sum_down(acc);  // complete in lane 0
     if (lane == 0) store_sum(out + o, acc, accumulate);
   }
 }
@@ -146,8 +104,8 @@ __global__ void sum_rows_block_kernel(const T* __restrict__ x, T* __restrict__ o
   const T* row = x + o * n;
   float acc = 0.0f;
 #pragma unroll 4
-  for (int64_t i = r0 + threadIdx.x; i < r1; i += kThreads) acc += to_f32(row[i]);
-  acc = block_sum(acc);
+  for (int64_t i = r0 + threadIdx.x; i < r1; i += kThreads) acc += to_f(row[i]);
+  acc = block_sum<kThreads>(acc);  // complete in thread 0
   if (threadIdx.x == 0) {
     if (splits == 1) {
       store_sum(out + o, acc, accumulate);
@@ -171,7 +129,7 @@ __global__ void sum_cols_kernel(const T* __restrict__ x, T* __restrict__ out,
   if (c < inner) {
     const T* col = x + o * n * inner + c;
 #pragma unroll 4
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowThreads) acc += to_f32(col[r * inner]);
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowThreads) acc += to_f(col[r * inner]);
   }
   sums[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
@@ -205,7 +163,7 @@ __global__ void sum_partials_kernel(const float* __restrict__ partial, T* __rest
 }
 
 unsigned grid_for(int64_t work, int64_t per_block) {
-  return static_cast<unsigned>(std::clamp<int64_t>(ceil_div(work, per_block), 1, kMaxBlocks));
+  return static_cast<unsigned>(grid_blocks(work, per_block, kMaxBlocks));
 }
 
 }  // namespace
@@ -264,9 +222,7 @@ void sum_axis_cuda(const T* x, T* out, int64_t outer, int64_t n, int64_t inner, 
 #define ATTN_INSTANTIATE(T)                                                               \
   template void sum_axis_cuda<T>(const T*, T*, int64_t, int64_t, int64_t, bool, float*, \
                                  cudaStream_t);
-ATTN_INSTANTIATE(float)
-ATTN_INSTANTIATE(bf16)
-ATTN_INSTANTIATE(f16)
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 
 }  // namespace attn::kernels

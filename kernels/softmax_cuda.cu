@@ -5,121 +5,28 @@
 // Backward: dx = y * (dy - sum(dy * y)), written with = (an activation gradient).
 // A row is held in registers: each thread of the row's group owns ITEMS vectors of VEC columns
 // (16-byte loads when cols % VEC == 0 and every pointer is 16-byte aligned, else VEC = 1), so
-// the inputs are read once and the output written once. Groups, chosen by cols:
+// the inputs are read once and the output written once. Groups, chosen by cols (held_row in
+// kernels/cuda_common.cuh, shared with layer norm):
 //   cols <= 512           a warp per row, 4 rows per 128-thread block, shuffle reductions
 //   512 < cols <= 8192    a block of 64..512 threads per row (16 values per thread)
 //   cols > 8192           a 256-thread block per row looping over global memory
 //                         (forward: max, sum, write; backward: dot, write)
 // Grids stride over rows. Each row is reduced in a fixed order: deterministic.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
-#include <type_traits>
 
 #include "core/cuda_check.h"
 #include "core/error.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/softmax.h"
 
 namespace attn::kernels {
 namespace {
 
-constexpr int kWarpMaxCols = 512;
-constexpr int kBlockMaxCols = 8192;
-constexpr int kValuesPerThread = 16;
-constexpr int kWarpRowsPerBlock = 4;
-constexpr int kLoopThreads = 256;
-constexpr int64_t kMaxGrid = 1 << 20;
-constexpr float kLog2e = 1.4426950408889634f;
-
-// ---- element access -----------------------------------------------------------------------
-
-template <class T>
-__device__ __forceinline__ float to_f(T v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return __bfloat162float(__ushort_as_bfloat16(v.bits));
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return __half2float(__ushort_as_half(v.bits));
-  } else {
-    return v;
-  }
-}
-
-template <class T>
-__device__ __forceinline__ T from_f(float v) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    return bf16{__bfloat16_as_ushort(__float2bfloat16_rn(v))};
-  } else if constexpr (std::is_same_v<T, f16>) {
-    return f16{__half_as_ushort(__float2half_rn(v))};
-  } else {
-    return v;
-  }
-}
-
-template <class T, int N>
-__device__ __forceinline__ void load_vec(const T* __restrict__ p, float (&out)[N]) {
-  if constexpr (N == 1) {
-    out[0] = to_f(*p);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector loads are 16 bytes");
-    const uint4 raw = *reinterpret_cast<const uint4*>(p);
-    T e[N];
-    memcpy(e, &raw, 16);
-#pragma unroll
-    for (int i = 0; i < N; ++i) out[i] = to_f(e[i]);
-  }
-}
-
-template <class T, int N>
-__device__ __forceinline__ void store_vec(T* __restrict__ p, const float (&in)[N]) {
-  if constexpr (N == 1) {
-    *p = from_f<T>(in[0]);
-  } else {
-    static_assert(N * sizeof(T) == 16, "vector stores are 16 bytes");
-    T e[N];
-#pragma unroll
-    for (int i = 0; i < N; ++i) e[i] = from_f<T>(in[i]);
-    uint4 raw;
-    memcpy(&raw, e, 16);
-    *reinterpret_cast<uint4*>(p) = raw;
-  }
-}
-
-// ---- row groups and their reductions ------------------------------------------------------
-
-struct RowGroup {
-  int rank, size;
-  int64_t first, stride;
-};
-
-template <bool kWarpRow>
-__device__ __forceinline__ RowGroup row_group() {
-  if constexpr (kWarpRow) {
-    const int groups = static_cast<int>(blockDim.x) / 32;
-    return {static_cast<int>(threadIdx.x & 31), 32,
-            static_cast<int64_t>(blockIdx.x) * groups + threadIdx.x / 32,
-            static_cast<int64_t>(gridDim.x) * groups};
-  } else {
-    return {static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x),
-            static_cast<int64_t>(blockIdx.x), static_cast<int64_t>(gridDim.x)};
-  }
-}
-
-// Butterfly reductions: every lane ends with the same value (the operations are commutative).
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
+using namespace cuda_common;
+using namespace cuda_common::held_row;
 
 // Sum (kMax false) or maximum over the row group, the same value in every thread. Block
 // groups use red[0 .. warps) and must be called by every thread of the block.
@@ -258,88 +165,6 @@ __global__ void __launch_bounds__(kLoopThreads)
 
 // ---- launch helpers -----------------------------------------------------------------------
 
-template <int N>
-using Int = std::integral_constant<int, N>;
-template <bool B>
-using Bool = std::integral_constant<bool, B>;
-
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
-int block_threads(int64_t cols) {
-  int t = 64;
-  while (t < 512 && static_cast<int64_t>(t) * kValuesPerThread < cols) t *= 2;
-  return t;
-}
-
-// Calls f(Int<VEC>, Int<ITEMS>, Bool<kWarpRow>) for a held-row kernel covering cols
-// (cols <= kBlockMaxCols); see the file comment.
-template <int VEC, class F>
-void with_held_row_geometry(int64_t cols, F&& f) {
-  constexpr int kMaxItems = kValuesPerThread / VEC;
-  if (cols > kWarpMaxCols) {
-    f(Int<VEC>{}, Int<kMaxItems>{}, Bool<false>{});
-    return;
-  }
-  const int64_t items = ceil_div(cols, 32 * VEC);  // <= kMaxItems since cols <= 32 * 16
-  if (items <= 1) {
-    f(Int<VEC>{}, Int<1>{}, Bool<true>{});
-    return;
-  }
-  if constexpr (kMaxItems >= 2) {
-    if (items <= 2) {
-      f(Int<VEC>{}, Int<2>{}, Bool<true>{});
-      return;
-    }
-  }
-  if constexpr (kMaxItems >= 4) {
-    if (items <= 4) {
-      f(Int<VEC>{}, Int<4>{}, Bool<true>{});
-      return;
-    }
-  }
-  if constexpr (kMaxItems >= 8) {
-    if (items <= 8) {
-      f(Int<VEC>{}, Int<8>{}, Bool<true>{});
-      return;
-    }
-  }
-  if constexpr (kMaxItems >= 16) {
-    if (items <= 16) {
-      f(Int<VEC>{}, Int<16>{}, Bool<true>{});
-      return;
-    }
-  }
-  ATTN_FAIL("no held-row geometry for ", cols, " columns");  // unreachable: cols <= 512
-}
-
-// Launches the held-row kernel for cols (vectorised when `vec` and cols allow) or the loop kernel.
-template <class T, class Held, class Loop>
-void launch_rows(int64_t rows, int64_t cols, bool vec, Held&& held, Loop&& loop) {
-  if (cols > kBlockMaxCols) {
-    loop(static_cast<int>(std::min<int64_t>(rows, kMaxGrid)));
-    return;
-  }
-  auto launch = [&](auto v, auto items, auto warp_row) {
-    constexpr bool W = decltype(warp_row)::value;
-    const int threads = W ? 32 * kWarpRowsPerBlock : block_threads(cols);
-    const int64_t rows_per_block = W ? kWarpRowsPerBlock : 1;
-    const int grid = static_cast<int>(std::min<int64_t>(ceil_div(rows, rows_per_block), kMaxGrid));
-    held(v, items, warp_row, grid, threads);
-  };
-  constexpr int kVec = 16 / sizeof(T);
-  if (vec && cols % kVec == 0) {
-    with_held_row_geometry<kVec>(cols, launch);
-  } else {
-    with_held_row_geometry<1>(cols, launch);
-  }
-}
-
 void check_sizes(const char* op, int64_t rows, int64_t cols) {
   ATTN_CHECK(rows >= 0 && cols >= 0 && cols <= INT32_MAX, op, ": unsupported size [", rows, ", ",
              cols, "]");
@@ -352,7 +177,7 @@ void softmax_forward_cuda(const T* x, T* y, int64_t rows, int64_t cols, cudaStre
   check_sizes("softmax_forward_cuda", rows, cols);
   if (rows == 0 || cols == 0) return;
   const int icols = static_cast<int>(cols);
-  launch_rows<T>(
+  held_row::launch<T>(
       rows, cols, aligned16(x) && aligned16(y),
       [&](auto v, auto items, auto warp_row, int grid, int threads) {
         constexpr int V = decltype(v)::value, I = decltype(items)::value;
@@ -372,7 +197,7 @@ void softmax_backward_cuda(const T* y, const T* dy, T* dx, int64_t rows, int64_t
   check_sizes("softmax_backward_cuda", rows, cols);
   if (rows == 0 || cols == 0) return;
   const int icols = static_cast<int>(cols);
-  launch_rows<T>(
+  held_row::launch<T>(
       rows, cols, aligned16(y) && aligned16(dy) && aligned16(dx),
       [&](auto v, auto items, auto warp_row, int grid, int threads) {
         constexpr int V = decltype(v)::value, I = decltype(items)::value;
@@ -386,14 +211,10 @@ void softmax_backward_cuda(const T* y, const T* dy, T* dx, int64_t rows, int64_t
       });
 }
 
-template void softmax_forward_cuda<float>(const float*, float*, int64_t, int64_t, cudaStream_t);
-template void softmax_forward_cuda<bf16>(const bf16*, bf16*, int64_t, int64_t, cudaStream_t);
-template void softmax_forward_cuda<f16>(const f16*, f16*, int64_t, int64_t, cudaStream_t);
-template void softmax_backward_cuda<float>(const float*, const float*, float*, int64_t, int64_t,
-                                           cudaStream_t);
-template void softmax_backward_cuda<bf16>(const bf16*, const bf16*, bf16*, int64_t, int64_t,
-                                          cudaStream_t);
-template void softmax_backward_cuda<f16>(const f16*, const f16*, f16*, int64_t, int64_t,
-                                         cudaStream_t);
+#define ATTN_SOFTMAX_CUDA_INSTANTIATE(T)                                               \
+  template void softmax_forward_cuda<T>(const T*, T*, int64_t, int64_t, cudaStream_t); \
+  template void softmax_backward_cuda<T>(const T*, const T*, T*, int64_t, int64_t, cudaStream_t);
+ATTN_FOR_EACH_FLOAT_TYPE(ATTN_SOFTMAX_CUDA_INSTANTIATE)
+#undef ATTN_SOFTMAX_CUDA_INSTANTIATE
 
 }  // namespace attn::kernels

@@ -17,6 +17,10 @@ typedef struct CUstream_st* cudaStream_t;
 #define ATTN_HD
 #endif
 
+// X-macros over the element types kernels are instantiated for: X(T) for each T.
+#define ATTN_FOR_EACH_FLOAT_TYPE(X) X(float) X(bf16) X(f16)  // the CUDA compute types
+#define ATTN_FOR_EACH_DTYPE(X) X(float) X(double) X(bf16) X(f16) X(int32_t)  // every dtype
+
 namespace attn {
 
 struct bf16 {

@@ -57,18 +57,6 @@ class DeviceGuard {
   bool changed_ = false;
 };
 
-std::string format_bytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (bytes >= 1024.0 && u < 5) {
-    bytes /= 1024.0;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", bytes, units[u]);
-  return buf;
-}
-
 // The OutOfMemoryError text: what was asked, what the device has, what attn holds, and
 // the usual remedy.
 std::string oom_message(int index, size_t bytes, const AllocatorStats& s) {
@@ -96,9 +84,10 @@ std::string oom_message(int index, size_t bytes, const AllocatorStats& s) {
 void free_device_memory(int index, void* ptr) {
   DeviceGuard guard(index, /*may_throw=*/false);
   const cudaError_t err = cudaFree(ptr);
+  if (err == cudaSuccess) return;
+  cudaGetLastError();  // ignored below: clear it so a later launch check does not report it
   // During process teardown the runtime may already be gone; the memory goes with it.
-  if (err != cudaSuccess && err != cudaErrorCudartUnloading) {
-    cudaGetLastError();
+  if (err != cudaErrorCudartUnloading) {
     static std::atomic<bool> reported{false};
     if (!reported.exchange(true)) {
       std::fprintf(stderr, "attn: cudaFree on cuda:%d failed: %s: %s\n", index,
@@ -215,8 +204,9 @@ void wait_for_stream(int index, cudaStream_t other) {
   CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
   cudaError_t err = cudaEventRecord(ev, other);
   if (err == cudaSuccess) err = cudaStreamWaitEvent(s, ev, 0);
-  cudaEventDestroy(ev);  // released once the wait is done
+  const cudaError_t destroyed = cudaEventDestroy(ev);  // released once the wait is done
   CUDA_CHECK(err);
+  CUDA_CHECK(destroyed);
 }
 
 const DeviceContext& context(int index) {
@@ -228,7 +218,7 @@ const DeviceContext& context(int index) {
     const cudaError_t err = cudaMalloc(&workspace, kBlasWorkspaceBytes);
     if (err != cudaSuccess) {
       cudaGetLastError();
-      cublasLtDestroy(handle);
+      (void)cublasLtDestroy(handle);  // cleanup before reporting err; its status is moot
       if (err == cudaErrorMemoryAllocation) {
         AllocatorStats none;
         throw OutOfMemoryError(oom_message(index, kBlasWorkspaceBytes, none));

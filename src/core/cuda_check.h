@@ -10,8 +10,11 @@
 
 namespace attn::detail {
 
+// Clears the runtime's sticky last error first (it would otherwise be reported again by the
+// next launch check, against an unrelated kernel, after a caller recovered from this one).
 [[noreturn]] inline void throw_cuda_error(cudaError_t err, const char* expr, const char* file,
                                           int line) {
+  cudaGetLastError();
   throw Error(str_cat("CUDA error ", cudaGetErrorName(err), ": ", cudaGetErrorString(err), " at ",
                       file, ":", line, " in ", expr));
 }
