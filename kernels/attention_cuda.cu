@@ -52,6 +52,7 @@
 
 #include "core/cuda_check.h"
 #include "kernels/attention.h"
+#include "kernels/cuda_common.cuh"
 #include "kernels/philox.h"
 
 namespace attn::kernels {
@@ -62,18 +63,7 @@ constexpr float kLn2 = 0.6931471805599453f;
 constexpr int kThreads = 128;  // every kernel here runs 4 warps per block
 constexpr unsigned kFull = 0xffffffffu;
 
-template <class T>
-struct DeviceType {
-  using type = T;
-};
-template <>
-struct DeviceType<bf16> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DeviceType<f16> {
-  using type = __half;
-};
+using cuda_common::DeviceType;  // attn::bf16 -> __nv_bfloat16, attn::f16 -> __half
 
 // ==== PTX primitives (begin) ====
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -311,6 +301,342 @@ __device__ __forceinline__ uint64_t mask_row(const uint8_t* row) {
 }
 
 // ============================================================================================
+// Pieces shared by the kernels below.
+// ============================================================================================
+
+// The keep bits of the dropout tile at query rows q0.., keys k0.. of head bh (Tq query rows, Tk
+// keys) into mask (dropout_tile).
+template <int ROWS, int COLS, class T>
+__device__ __forceinline__ void load_dropout_tile(uint8_t* mask, const Params<T>& p, int64_t bh,
+                                                  int Tq, int Tk, int q0, int k0) {
+  dropout_tile<ROWS, COLS>(mask, static_cast<uint64_t>(bh) * Tq + q0, Tq - q0, Tk, k0, p.seed,
+                           p.offset, p.dropout_p);
+}
+
+// A forward or dQ block: rows q0 .. q_end-1 of head bh (Tq query rows, Tk keys, the keys ending
+// at kv; BR rows a block), which see the first n_blk keys (the last row sees most), n_kt tiles of
+// BC. Kernels bind it in place, const auto [bh, Tq, ...] = QueryTile<BR, BC>(p), which keeps the
+// fields separate scalars (a struct returned by value is copied as packed 64-bit words).
+template <int BR, int BC>
+struct QueryTile {
+  int64_t bh;
+  int Tq, Tk, q0, q_end, kv, n_blk, n_kt;
+
+  template <class T>
+  __device__ __forceinline__ explicit QueryTile(const Params<T>& p) {
+    bh = blockIdx.x / p.n_tiles;
+    q0 = static_cast<int>(blockIdx.x % p.n_tiles) * BR;
+    Tq = p.q_len;
+    Tk = p.k_len;
+    kv = key_length(p, bh / p.heads);
+    q_end = imin(q0 + BR, Tq);
+    n_blk = visible_keys(kv, q_end - 1, Tq, Tk, p.causal);
+    n_kt = (n_blk + BC - 1) / BC;
+  }
+};
+
+// A dK/dV block: keys k0 .. k_end-1 of head bh (Tq query rows, Tk keys, the keys ending at kv;
+// BC keys a block); bound in place like QueryTile.
+template <int BC>
+struct KeyTile {
+  int64_t bh;
+  int Tq, Tk, k0, k_end, kv;
+
+  template <class T>
+  __device__ __forceinline__ explicit KeyTile(const Params<T>& p) {
+    bh = blockIdx.x / p.n_tiles;
+    k0 = static_cast<int>(blockIdx.x % p.n_tiles) * BC;
+    Tq = p.q_len;
+    Tk = p.k_len;
+    kv = key_length(p, bh / p.heads);
+    k_end = imin(k0 + BC, Tk);
+  }
+};
+
+// The query tiles [qt_begin, qt_end) of BR rows that see the keys from k0 on (the head's keys end
+// at kv): rows i >= k0 - (Tk - Tq) if causal; none when the keys are padding or no row reaches
+// them.
+template <int BR>
+__device__ __forceinline__ void query_tiles_seeing(int k0, int kv, int Tq, int Tk, bool causal,
+                                                   int& qt_begin, int& qt_end) {
+  qt_begin = 0;
+  qt_end = 0;
+  if (k0 < kv) {
+    const int i_min = causal ? imax(0, k0 - (Tk - Tq)) : 0;
+    if (i_min < Tq) {
+      qt_begin = i_min / BR;
+      qt_end = (Tq + BR - 1) / BR;
+    }
+  }
+}
+
+// Forward rows q0 .. q_end-1 of a head (output oh, lse lh) that see no key: o = 0 and lse = -inf
+// (the whole block).
+template <class T, int D>
+__device__ __forceinline__ void forward_no_keys(T* oh, float* lh, int q0, int q_end) {
+  zero_rows<T, D>(oh, q0, q_end);
+  for (int r = q0 + static_cast<int>(threadIdx.x); r < q_end; r += kThreads) lh[r] = -INFINITY;
+}
+
+// The base of a row's exp2: its running max m, or 0 while the row has no visible key (m = -inf),
+// so that exp2(x - base) never computes -inf - -inf.
+__device__ __forceinline__ float softmax_base(float m) {
+  return m == -INFINITY ? 0.f : m;
+}
+
+// Online softmax step of a row: the running max m (log2 domain) takes in mx; alpha = exp2(old m -
+// new base) rescales the row's sum and accumulator so far. Returns the new base.
+__device__ __forceinline__ float softmax_update(float& m, float mx, float& alpha) {
+  const float m_new = fmaxf(m, mx);
+  const float m_use = softmax_base(m_new);
+  alpha = exp2f(m - m_use);
+  m = m_new;
+  return m_use;
+}
+
+// A row's lse from its running max (log2 domain) and sum; -inf for a row without visible keys.
+__device__ __forceinline__ float row_lse(float m, float l) {
+  return l > 0.f ? m * kLn2 + logf(l) : -INFINITY;
+}
+
+// A forward row's output factor: the dropout keep scale over its sum (0 without visible keys).
+template <class T>
+__device__ __forceinline__ float out_factor(const Params<T>& p, float l) {
+  return l > 0.f ? p.keep_scale / l : 0.f;
+}
+
+// The dQ kernels' statistics of query row i of head bh: its visible keys nv, lse2 = lse * log2(e)
+// (0 for a row without keys, whose lse is -inf) and D_i; all 0 past Tq.
+template <class T>
+__device__ __forceinline__ void dq_row_stats(const Params<T>& p, int64_t bh, int Tq, int Tk, int kv,
+                                             int i, int& nv, float& lse2, float& di) {
+  nv = 0;
+  lse2 = 0.f;
+  di = 0.f;
+  if (i < Tq) {
+    nv = visible_keys(kv, i, Tq, Tk, p.causal);
+    if (nv > 0) lse2 = p.lse_in[bh * Tq + i] * kLog2e;
+    di = p.row_dot[bh * Tq + i];
+  }
+}
+
+// A row's keep bits given either as the bits themselves or as the row of the dropout tile in
+// shared memory (read when needed).
+template <int BC>
+__device__ __forceinline__ uint64_t row_bits(uint64_t bits) {
+  return bits;
+}
+template <int BC>
+__device__ __forceinline__ uint64_t row_bits(const uint8_t* row) {
+  return mask_row<BC>(row);
+}
+
+// dS = P * (drop * dP - D_i) of one (row, key) in the dQ kernels: P = exp2(scale_log2 s - lse2)
+// where visible; with dropout, dP scaled by the keep factor where bit `bit` of the row's keep bits
+// (row_bits<BC>(mask)) is set and 0 where not.
+template <int BC, class T, class Mask>
+__device__ __forceinline__ float dq_dscore(const Params<T>& p, float s, float dp, bool visible,
+                                           bool drop, Mask mask, int bit, float lse2, float di) {
+  const float pr = visible ? exp2f(s * p.scale_log2 - lse2) : 0.f;
+  float dpv = dp;
+  if (drop) dpv = ((row_bits<BC>(mask) >> bit) & 1u) ? dpv * p.keep_scale : 0.f;
+  return pr * (dpv - di);
+}
+
+// lse * log2(e) and D_i of the BR query rows from q0 of head bh into sL and sD (0 past Tq), for
+// a dK/dV step. The whole block calls this.
+template <int BR, class T>
+__device__ __forceinline__ void stage_row_stats(const Params<T>& p, int64_t bh, int Tq, int q0,
+                                                float* sL, float* sD) {
+  for (int r = threadIdx.x; r < BR; r += kThreads) {
+    const int i = q0 + r;
+    float lv = 0.f, dval = 0.f;
+    if (i < Tq) {
+      const float lse = p.lse_in[bh * Tq + i];
+      lv = lse == -INFINITY ? 0.f : lse * kLog2e;  // -inf: the row sees no key, never used
+      dval = p.row_dot[bh * Tq + i];
+    }
+    sL[r] = lv;
+    sD[r] = dval;
+  }
+}
+
+// The dK/dV kernels' values of one (query, key) pair from s = q.k and dp = dO.v: pd = drop * P
+// (dV's operand) and ds = P * (drop * dP - D_i) (dK's), P = exp2(scale_log2 s - lv) where the key
+// is visible to the query (lv = lse * log2(e), dval = D_i of the query); with dropout, the pair's
+// keep bit is bit `bit` of `bits`.
+template <class T>
+__device__ __forceinline__ void dkdv_scores(const Params<T>& p, bool vis, float s, float dp,
+                                            bool drop, uint64_t bits, int bit, float lv, float dval,
+                                            float& pd, float& ds) {
+  const float pr = vis ? exp2f(s * p.scale_log2 - lv) : 0.f;
+  float f = 1.f;
+  if (drop) f = ((bits >> bit) & 1u) ? p.keep_scale : 0.f;
+  const float dpv = f == 0.f ? 0.f : dp * f;
+  pd = pr * f;
+  ds = pr * (dpv - dval);
+}
+
+// ---- Tensor-core fragments (bf16/f16 kernels). A warp's 16 x (8N) fp32 accumulator is
+// float[N][4]: c[n][2h+e] is row g + 8h, column 8n + 2t + e (g = lane/4, t = lane%4).
+
+// This lane's ldmatrix row address (lanes 8m..8m+7 address the rows of 8 x 8 matrix m) for
+//  - a_frag_ptr: the A operand of mma_16816 from rows r0..r0+15, k-slice ks (columns 16ks..) of a
+//    row-major tile; matrices at (+0, +0), (+8, +0), (+0, +8), (+8, +8) (ldsm_x4);
+//  - b_frag_ptr_nk: the B operands of n-tiles nt and nt+1 (rows 8nt..8nt+15), k-slice ks, of a
+//    row-major [n][k] tile; matrices at (+0, +0), (+0, +8), (+8, +0), (+8, +8) (ldsm_x4);
+//  - b_frag_ptr_kn: the B operands of n-tiles dt and dt+1 (columns 8dt..8dt+15), k-slice kk (rows
+//    16kk..), of a row-major [k][n] tile; matrices as for a_frag_ptr (ldsm_x4_trans).
+// s has row pitch PITCH elements.
+template <int PITCH, class T>
+__device__ __forceinline__ const T* a_frag_ptr(const T* s, int r0, int ks, int lane) {
+  return s + (r0 + (lane & 15)) * PITCH + ks * 16 + (lane >> 4) * 8;
+}
+
+template <int PITCH, class T>
+__device__ __forceinline__ const T* b_frag_ptr_nk(const T* s, int nt, int ks, int lane) {
+  return s + (nt * 8 + (lane >> 4) * 8 + (lane & 7)) * PITCH + ks * 16 + (lane & 8);
+}
+
+template <int PITCH, class T>
+__device__ __forceinline__ const T* b_frag_ptr_kn(const T* s, int kk, int dt, int lane) {
+  return s + (kk * 16 + (lane & 15)) * PITCH + dt * 8 + (lane >> 4) * 8;
+}
+
+// c0 += a * B0, c1 += a * B1 for the two n-tiles of B that ldmatrix reads at s: mma_pair from a
+// row-major [n][k] tile (at b_frag_ptr_nk), mma_pair_trans from a row-major [k][n] one (at
+// b_frag_ptr_kn).
+template <class T>
+__device__ __forceinline__ void mma_pair(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4],
+                                         const T* s) {
+  uint32_t b[4];
+  ldsm_x4(b, s);
+  mma_16816<T>(c0, a, b[0], b[1]);
+  mma_16816<T>(c1, a, b[2], b[3]);
+}
+
+template <class T>
+__device__ __forceinline__ void mma_pair_trans(float (&c0)[4], float (&c1)[4],
+                                               const uint32_t (&a)[4], const T* s) {
+  uint32_t b[4];
+  ldsm_x4_trans(b, s);
+  mma_16816<T>(c0, a, b[0], b[1]);
+  mma_16816<T>(c1, a, b[2], b[3]);
+}
+
+// acc += A B^T over the k-slice ks (columns 16ks..16ks+15), B the row-major [8N][k] tile s
+// (S = Q K^T, dP = dO V^T); a is the A fragment of that slice.
+template <int PITCH, class T, int N>
+__device__ __forceinline__ void mma_nk(float (&acc)[N][4], const uint32_t (&a)[4], const T* s,
+                                       int ks, int lane) {
+#pragma unroll
+  for (int nt = 0; nt < N; nt += 2) {
+    mma_pair<T>(acc[nt], acc[nt + 1], a, b_frag_ptr_nk<PITCH>(s, nt, ks, lane));
+  }
+}
+
+// acc += A B over the k-slice kk (rows 16kk..16kk+15 of s), B the row-major [k][8N] tile s
+// (O += P V, dQ += dS K); a is the A fragment of that slice.
+template <int PITCH, class T, int N>
+__device__ __forceinline__ void mma_kn(float (&acc)[N][4], const uint32_t (&a)[4], const T* s,
+                                       int kk, int lane) {
+#pragma unroll
+  for (int dt = 0; dt < N; dt += 2) {
+    mma_pair_trans<T>(acc[dt], acc[dt + 1], a, b_frag_ptr_kn<PITCH>(s, kk, dt, lane));
+  }
+}
+
+// The A fragment of this warp's rows r0.. of the tile s, k-slice ks: regs[ks] (preloaded) when
+// REGS, else read from shared memory.
+template <bool REGS, int PITCH, class T, int N>
+__device__ __forceinline__ void a_frag(uint32_t (&a)[4], const uint32_t (&regs)[N][4], const T* s,
+                                       int r0, int ks, int lane) {
+  if constexpr (REGS) {
+    a[0] = regs[ks][0], a[1] = regs[ks][1], a[2] = regs[ks][2], a[3] = regs[ks][3];
+  } else {
+    ldsm_x4(a, a_frag_ptr<PITCH>(s, r0, ks, lane));
+  }
+}
+
+// Columns 16kk..16kk+15 of an accumulator, converted to T, as an A operand: the accumulator
+// layout of S = Q K^T is the A-operand layout of P V.
+template <class T, int N>
+__device__ __forceinline__ void pack_a(uint32_t (&a)[4], const float (&c)[N][4], int kk) {
+  a[0] = pack2<T>(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = pack2<T>(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = pack2<T>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = pack2<T>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+// Zeroes an accumulator.
+template <int N>
+__device__ __forceinline__ void zero_acc(float (&c)[N][4]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.f;
+}
+
+// Writes 8-column tile dt of the warp's accumulator (c = acc[dt]), each value x of row g + 8h
+// mapped to f(x, h) and converted to T, into the warp's 16 rows at s (row pitch PITCH): staging
+// for store_rows.
+template <int PITCH, class T, class F>
+__device__ __forceinline__ void stage_frag(T* s, const float (&c)[4], int dt, int g, int t, F f) {
+  *reinterpret_cast<uint32_t*>(s + g * PITCH + dt * 8 + 2 * t) = pack2<T>(f(c[0], 0), f(c[1], 0));
+  *reinterpret_cast<uint32_t*>(s + (g + 8) * PITCH + dt * 8 + 2 * t) =
+      pack2<T>(f(c[2], 1), f(c[3], 1));
+}
+
+// ---- FMA (f32 kernels).
+
+// acc[r] = sum_d A[r0 + r][d] * b[d]: the warp's R rows of the row-major [*][D] tile sA against
+// this lane's row b (S = Q K^T, dP = dO V^T with the lane as the key).
+template <int D, int R>
+__device__ __forceinline__ void dot_rows_f32(float (&acc)[R], const float* sA, int r0,
+                                             const float* b) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.f;
+#pragma unroll 4
+  for (int d = 0; d < D; d += 4) {
+    const float4 b4 = *reinterpret_cast<const float4*>(b + d);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float4 a4 = *reinterpret_cast<const float4*>(sA + (r0 + r) * D + d);
+      acc[r] = fmaf(a4.x, b4.x, acc[r]);
+      acc[r] = fmaf(a4.y, b4.y, acc[r]);
+      acc[r] = fmaf(a4.z, b4.z, acc[r]);
+      acc[r] = fmaf(a4.w, b4.w, acc[r]);
+    }
+  }
+}
+
+// acc[r][c] += sum_j P[r][j] B[j][lane + 32c] over the BC keys of a tile: P the warp's R x BC
+// weights (row-major, shared), B the row-major [BC][*] tile sB with row pitch PITCH (O += P V,
+// dQ += dS K with the lane as the head dimension).
+template <int BC, int PITCH, int R, int C>
+__device__ __forceinline__ void pv_rows_f32(float (&acc)[R][C], const float* sP, const float* sB,
+                                            int lane) {
+#pragma unroll 2
+  for (int jj = 0; jj < BC; jj += 4) {
+    float bv[4][C];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+#pragma unroll
+      for (int c = 0; c < C; ++c) bv[u][c] = sB[(jj + u) * PITCH + lane + 32 * c];
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float4 p4 = *reinterpret_cast<const float4*>(sP + r * BC + jj);
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        acc[r][c] = fmaf(p4.x, bv[0][c], acc[r][c]);
+        acc[r][c] = fmaf(p4.y, bv[1][c], acc[r][c]);
+        acc[r][c] = fmaf(p4.z, bv[2][c], acc[r][c]);
+        acc[r][c] = fmaf(p4.w, bv[3][c], acc[r][c]);
+      }
+    }
+  }
+}
+
+// ============================================================================================
 // Forward, bf16/f16, tensor cores.
 // ============================================================================================
 
@@ -333,19 +659,12 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_mma_kernel(const Param
   uint8_t* sMask = reinterpret_cast<uint8_t*>(sV + kBc * kPitch);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int64_t bh = blockIdx.x / p.n_tiles;
-  const int q0 = static_cast<int>(blockIdx.x % p.n_tiles) * kBr;
-  const int Tq = p.q_len, Tk = p.k_len;
-  const int kv = key_length(p, bh / p.heads);
-  const int q_end = imin(q0 + kBr, Tq);
-  const int n_blk = visible_keys(kv, q_end - 1, Tq, Tk, p.causal);  // the last row sees most
-  const int n_kt = (n_blk + kBc - 1) / kBc;
+  const auto [bh, Tq, Tk, q0, q_end, kv, n_blk, n_kt] = QueryTile<kBr, kBc>(p);
   const T* qh = p.q + bh * Tq * D;
   const T* kh = p.k + bh * Tk * D;
   const T* vh = p.v + bh * Tk * D;
   if (n_kt == 0) {  // no row of this tile sees a key
-    zero_rows<T, D>(p.out + bh * Tq * D, q0, q_end);
-    for (int r = q0 + tid; r < q_end; r += kThreads) p.lse[bh * Tq + r] = -INFINITY;
+    forward_no_keys<T, D>(p.out + bh * Tq * D, p.lse + bh * Tq, q0, q_end);
     return;
   }
 
@@ -362,9 +681,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_mma_kernel(const Param
   const int r0 = warp * 16;  // this warp's rows of the tile
   uint32_t qa[kKS][4];
 #pragma unroll
-  for (int ks = 0; ks < kKS; ++ks) {
-    ldsm_x4(qa[ks], sQ + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
-  }
+  for (int ks = 0; ks < kKS; ++ks) ldsm_x4(qa[ks], a_frag_ptr<kPitch>(sQ, r0, ks, lane));
 
   // This thread holds rows r0+g (h = 0) and r0+g+8 (h = 1) of the warp's 16.
   int nv[2];
@@ -377,32 +694,19 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_mma_kernel(const Param
     l[h] = 0.f;        // running sum over this thread's columns (reduced over the quad at the end)
   }
   float o[kDT][4];
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.f;
+  zero_acc(o);
   const bool drop = p.dropout_p > 0.f;
 
   for (int kt = 0; kt < n_kt; ++kt) {
     const int k0 = kt * kBc;
-    if (drop) {
-      dropout_tile<kBr, kBc>(sMask, static_cast<uint64_t>(bh) * Tq + q0, Tq - q0, Tk, k0, p.seed,
-                             p.offset, p.dropout_p);
-    }
+    if (drop) load_dropout_tile<kBr, kBc>(sMask, p, bh, Tq, Tk, q0, k0);
     cp_async_wait<1>();
     __syncthreads();  // K tile and mask visible
 
     float s[kNT][4];
+    zero_acc(s);
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < kKS; ++ks) {
-#pragma unroll
-      for (int nt = 0; nt < kNT; nt += 2) {
-        uint32_t b[4];
-        ldsm_x4(b, sK + (nt * 8 + (lane >> 4) * 8 + (lane & 7)) * kPitch + ks * 16 + (lane & 8));
-        mma_16816<T>(s[nt], qa[ks], b[0], b[1]);
-        mma_16816<T>(s[nt + 1], qa[ks], b[2], b[3]);
-      }
-    }
+    for (int ks = 0; ks < kKS; ++ks) mma_nk<kPitch>(s, qa[ks], sK, ks, lane);
 
     // Online softmax; s[nt][2h+e] is row r0+g+8h, key k0 + nt*8 + 2t + e.
     float alpha[2];
@@ -421,10 +725,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_mma_kernel(const Param
       }
       mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(kFull, mx, 2));
-      const float m_new = fmaxf(m[h], mx);
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;  // no visible key yet: no NaN
-      alpha[h] = exp2f(m[h] - m_use);
-      m[h] = m_new;
+      const float m_use = softmax_update(m[h], mx, alpha[h]);
       float sum = 0.f;
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
@@ -467,17 +768,8 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_mma_kernel(const Param
 #pragma unroll
     for (int kk = 0; kk < kBc / 16; ++kk) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-      for (int dt = 0; dt < kDT; dt += 2) {
-        uint32_t b[4];
-        ldsm_x4_trans(b, sV + (kk * 16 + (lane & 15)) * kPitch + dt * 8 + (lane >> 4) * 8);
-        mma_16816<T>(o[dt], a, b[0], b[1]);
-        mma_16816<T>(o[dt + 1], a, b[2], b[3]);
-      }
+      pack_a<T>(a, s, kk);
+      mma_kn<kPitch>(o, a, sV, kk, lane);
     }
     __syncthreads();  // every warp is done with sV and the mask
     if (kt + 1 < n_kt) load_tile<T, D, kBc, kPitch>(sV, vh, k0 + kBc, n_blk, p.vec);
@@ -489,17 +781,14 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_mma_kernel(const Param
   for (int h = 0; h < 2; ++h) {
     l[h] += __shfl_xor_sync(kFull, l[h], 1);
     l[h] += __shfl_xor_sync(kFull, l[h], 2);
-    inv[h] = l[h] > 0.f ? p.keep_scale / l[h] : 0.f;
+    inv[h] = out_factor(p, l[h]);
   }
   // Stage the output through this warp's own rows of sQ (no other warp reads them) so the
   // global stores are 16-byte rows.
   T* sO = sQ + r0 * kPitch;
 #pragma unroll
   for (int dt = 0; dt < kDT; ++dt) {
-    *reinterpret_cast<uint32_t*>(sO + g * kPitch + dt * 8 + 2 * t) =
-        pack2<T>(o[dt][0] * inv[0], o[dt][1] * inv[0]);
-    *reinterpret_cast<uint32_t*>(sO + (g + 8) * kPitch + dt * 8 + 2 * t) =
-        pack2<T>(o[dt][2] * inv[1], o[dt][3] * inv[1]);
+    stage_frag<kPitch>(sO, o[dt], dt, g, t, [&](float x, int h) { return x * inv[h]; });
   }
   __syncwarp();
   store_rows<T, D, 16, kPitch>(p.out + bh * Tq * D, sO, q0 + r0, Tq, p.vec, lane);
@@ -507,7 +796,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_mma_kernel(const Param
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int i = q0 + r0 + g + 8 * h;
-      if (i < Tq) p.lse[bh * Tq + i] = l[h] > 0.f ? m[h] * kLn2 + logf(l[h]) : -INFINITY;
+      if (i < Tq) p.lse[bh * Tq + i] = row_lse(m[h], l[h]);
     }
   }
 }
@@ -536,21 +825,14 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_f32_kernel(const Param
   uint8_t* sMask = reinterpret_cast<uint8_t*>(sP + 4 * kR * kBc);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t bh = blockIdx.x / p.n_tiles;
-  const int q0 = static_cast<int>(blockIdx.x % p.n_tiles) * kBr;
-  const int Tq = p.q_len, Tk = p.k_len;
-  const int kv = key_length(p, bh / p.heads);
-  const int q_end = imin(q0 + kBr, Tq);
-  const int n_blk = visible_keys(kv, q_end - 1, Tq, Tk, p.causal);
-  const int n_kt = (n_blk + kBc - 1) / kBc;
+  const auto [bh, Tq, Tk, q0, q_end, kv, n_blk, n_kt] = QueryTile<kBr, kBc>(p);
   const float* qh = p.q + bh * Tq * D;
   const float* kh = p.k + bh * Tk * D;
   const float* vh = p.v + bh * Tk * D;
   float* oh = p.out + bh * Tq * D;
   float* lh = p.lse + bh * Tq;
   if (n_kt == 0) {
-    zero_rows<float, D>(oh, q0, q_end);
-    for (int r = q0 + tid; r < q_end; r += kThreads) lh[r] = -INFINITY;
+    forward_no_keys<float, D>(oh, lh, q0, q_end);
     return;
   }
 
@@ -579,37 +861,18 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_f32_kernel(const Param
 
   for (int kt = 0; kt < n_kt; ++kt) {
     const int k0 = kt * kBc;
-    if (drop) {
-      dropout_tile<kBr, kBc>(sMask, static_cast<uint64_t>(bh) * Tq + q0, Tq - q0, Tk, k0, p.seed,
-                             p.offset, p.dropout_p);
-    }
+    if (drop) load_dropout_tile<kBr, kBc>(sMask, p, bh, Tq, Tk, q0, k0);
     cp_async_wait<1>();
     __syncthreads();  // Q, K tile and mask visible
 
     float s[kR];
-#pragma unroll
-    for (int r = 0; r < kR; ++r) s[r] = 0.f;
-    const float* krow = sK + lane * kPK;
-#pragma unroll 4
-    for (int d = 0; d < D; d += 4) {
-      const float4 k4 = *reinterpret_cast<const float4*>(krow + d);
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const float4 q4 = *reinterpret_cast<const float4*>(sQ + (r0 + r) * D + d);
-        s[r] = fmaf(q4.x, k4.x, s[r]);
-        s[r] = fmaf(q4.y, k4.y, s[r]);
-        s[r] = fmaf(q4.z, k4.z, s[r]);
-        s[r] = fmaf(q4.w, k4.w, s[r]);
-      }
-    }
+    dot_rows_f32<D>(s, sQ, r0, sK + lane * kPK);
     const int j = k0 + lane;
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
       const float x = j < nv[r] ? s[r] * p.scale_log2 : -INFINITY;
-      const float m_new = fmaxf(m[r], warp_max(x));
-      const float m_use = m_new == -INFINITY ? 0.f : m_new;
-      const float alpha = exp2f(m[r] - m_use);
-      m[r] = m_new;
+      float alpha;
+      const float m_use = softmax_update(m[r], warp_max(x), alpha);
       float pr = exp2f(x - m_use);
       l[r] = l[r] * alpha + pr;
 #pragma unroll
@@ -623,26 +886,7 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_f32_kernel(const Param
     if (kt + 1 < n_kt) load_tile<float, D, kBc, kPK>(sK, kh, k0 + kBc, n_blk, p.vec);
     cp_async_commit();
 
-#pragma unroll 2
-    for (int jj = 0; jj < kBc; jj += 4) {
-      float vv[4][kC];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-#pragma unroll
-        for (int c = 0; c < kC; ++c) vv[u][c] = sV[(jj + u) * D + lane + 32 * c];
-      }
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const float4 p4 = *reinterpret_cast<const float4*>(sPw + r * kBc + jj);
-#pragma unroll
-        for (int c = 0; c < kC; ++c) {
-          o[r][c] = fmaf(p4.x, vv[0][c], o[r][c]);
-          o[r][c] = fmaf(p4.y, vv[1][c], o[r][c]);
-          o[r][c] = fmaf(p4.z, vv[2][c], o[r][c]);
-          o[r][c] = fmaf(p4.w, vv[3][c], o[r][c]);
-        }
-      }
-    }
+    pv_rows_f32<kBc, D>(o, sPw, sV, lane);
     __syncthreads();  // every warp is done with sV, sP and the mask
     if (kt + 1 < n_kt) load_tile<float, D, kBc, D>(sV, vh, k0 + kBc, n_blk, p.vec);
     cp_async_commit();
@@ -651,12 +895,12 @@ __global__ void __launch_bounds__(kThreads) attention_fwd_f32_kernel(const Param
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     const float lr = warp_sum(l[r]);
-    const float inv = lr > 0.f ? p.keep_scale / lr : 0.f;
+    const float inv = out_factor(p, lr);
     const int i = q0 + r0 + r;
     if (i < Tq) {
 #pragma unroll
       for (int c = 0; c < kC; ++c) oh[static_cast<int64_t>(i) * D + lane + 32 * c] = o[r][c] * inv;
-      if (lane == 0) lh[i] = lr > 0.f ? m[r] * kLn2 + logf(lr) : -INFINITY;
+      if (lane == 0) lh[i] = row_lse(m[r], lr);
     }
   }
 }
@@ -737,10 +981,8 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const Params
       sc[u] = ok[u] ? x : -INFINITY;
       mx = fmaxf(mx, sc[u]);
     }
-    const float m_new = fmaxf(m, mx);
-    const float m_use = m_new == -INFINITY ? 0.f : m_new;
-    const float alpha = exp2f(m - m_use);
-    m = m_new;
+    float alpha;
+    const float m_use = softmax_update(m, mx, alpha);
     l *= alpha;
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] *= alpha;
@@ -764,7 +1006,7 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const Params
   if (tid < D) {
     float mm = -INFINITY;
     for (int gi = 0; gi < kNG; ++gi) mm = fmaxf(mm, s_m[gi]);
-    const float m_use = mm == -INFINITY ? 0.f : mm;
+    const float m_use = softmax_base(mm);
     float ls = 0.f, os = 0.f;
     for (int gi = 0; gi < kNG; ++gi) {
       const float w = exp2f(s_m[gi] - m_use);
@@ -772,7 +1014,7 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const Params
       os = fmaf(s_acc[gi][tid], w, os);
     }
     p.out[bh * D + tid] = from_f<T>(ls > 0.f ? os / ls : 0.f);
-    if (tid == 0) p.lse[bh] = ls > 0.f ? mm * kLn2 + logf(ls) : -INFINITY;
+    if (tid == 0) p.lse[bh] = row_lse(mm, ls);
   }
 }
 
@@ -821,13 +1063,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_mma_kernel(const Pa
   uint8_t* sMask = reinterpret_cast<uint8_t*>(sV + kBc * kPitch);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int64_t bh = blockIdx.x / p.n_tiles;
-  const int q0 = static_cast<int>(blockIdx.x % p.n_tiles) * kBr;
-  const int Tq = p.q_len, Tk = p.k_len;
-  const int kv = key_length(p, bh / p.heads);
-  const int q_end = imin(q0 + kBr, Tq);
-  const int n_blk = visible_keys(kv, q_end - 1, Tq, Tk, p.causal);
-  const int n_kt = (n_blk + kBc - 1) / kBc;
+  const auto [bh, Tq, Tk, q0, q_end, kv, n_blk, n_kt] = QueryTile<kBr, kBc>(p);
   const T* qh = p.q + bh * Tq * D;
   const T* doh = p.dout + bh * Tq * D;
   const T* kh = p.k + bh * Tk * D;
@@ -854,8 +1090,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_mma_kernel(const Pa
   if constexpr (kRegs) {
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
-      ldsm_x4(qa[ks], sQ + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
-      ldsm_x4(da[ks], sdO + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
+      ldsm_x4(qa[ks], a_frag_ptr<kPitch>(sQ, r0, ks, lane));
+      ldsm_x4(da[ks], a_frag_ptr<kPitch>(sdO, r0, ks, lane));
     }
   }
 
@@ -863,48 +1099,25 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_mma_kernel(const Pa
   float lse2[2], di[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int i = q0 + r0 + g + 8 * h;
-    nv[h] = 0;
-    lse2[h] = 0.f;
-    di[h] = 0.f;
-    if (i < Tq) {
-      nv[h] = visible_keys(kv, i, Tq, Tk, p.causal);
-      if (nv[h] > 0) lse2[h] = p.lse_in[bh * Tq + i] * kLog2e;
-      di[h] = p.row_dot[bh * Tq + i];
-    }
+    dq_row_stats(p, bh, Tq, Tk, kv, q0 + r0 + g + 8 * h, nv[h], lse2[h], di[h]);
   }
   float dq[kDT][4];
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.f;
+  zero_acc(dq);
   const bool drop = p.dropout_p > 0.f;
 
   for (int kt = 0; kt < n_kt; ++kt) {
     const int k0 = kt * kBc;
-    if (drop) {
-      dropout_tile<kBr, kBc>(sMask, static_cast<uint64_t>(bh) * Tq + q0, Tq - q0, Tk, k0, p.seed,
-                             p.offset, p.dropout_p);
-    }
+    if (drop) load_dropout_tile<kBr, kBc>(sMask, p, bh, Tq, Tk, q0, k0);
     cp_async_wait<1>();
     __syncthreads();  // V tile and mask visible
 
     float dp[kNT][4];  // dO V^T
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) dp[nt][0] = dp[nt][1] = dp[nt][2] = dp[nt][3] = 0.f;
+    zero_acc(dp);
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
       uint32_t a[4];
-      if constexpr (kRegs) {
-        a[0] = da[ks][0], a[1] = da[ks][1], a[2] = da[ks][2], a[3] = da[ks][3];
-      } else {
-        ldsm_x4(a, sdO + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
-      }
-#pragma unroll
-      for (int nt = 0; nt < kNT; nt += 2) {
-        uint32_t b[4];
-        ldsm_x4(b, sV + (nt * 8 + (lane >> 4) * 8 + (lane & 7)) * kPitch + ks * 16 + (lane & 8));
-        mma_16816<T>(dp[nt], a, b[0], b[1]);
-        mma_16816<T>(dp[nt + 1], a, b[2], b[3]);
-      }
+      a_frag<kRegs, kPitch>(a, da, sdO, r0, ks, lane);
+      mma_nk<kPitch>(dp, a, sV, ks, lane);
     }
 
     cp_async_wait<0>();
@@ -913,23 +1126,12 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_mma_kernel(const Pa
     cp_async_commit();
 
     float s[kNT][4];  // Q K^T, then dS
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    zero_acc(s);
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
       uint32_t a[4];
-      if constexpr (kRegs) {
-        a[0] = qa[ks][0], a[1] = qa[ks][1], a[2] = qa[ks][2], a[3] = qa[ks][3];
-      } else {
-        ldsm_x4(a, sQ + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
-      }
-#pragma unroll
-      for (int nt = 0; nt < kNT; nt += 2) {
-        uint32_t b[4];
-        ldsm_x4(b, sK + (nt * 8 + (lane >> 4) * 8 + (lane & 7)) * kPitch + ks * 16 + (lane & 8));
-        mma_16816<T>(s[nt], a, b[0], b[1]);
-        mma_16816<T>(s[nt + 1], a, b[2], b[3]);
-      }
+      a_frag<kRegs, kPitch>(a, qa, sQ, r0, ks, lane);
+      mma_nk<kPitch>(s, a, sK, ks, lane);
     }
 
     // dS = P * (drop * dP - D_i), P = exp(scale*s - lse) on visible keys.
@@ -941,10 +1143,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_mma_kernel(const Pa
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           const int c = nt * 8 + 2 * t + e;
-          const float pr = k0 + c < nv[h] ? exp2f(s[nt][2 * h + e] * p.scale_log2 - lse2[h]) : 0.f;
-          float dpv = dp[nt][2 * h + e];
-          if (drop) dpv = ((bits >> c) & 1u) ? dpv * p.keep_scale : 0.f;
-          s[nt][2 * h + e] = pr * (dpv - di[h]);
+          s[nt][2 * h + e] = dq_dscore<kBc>(p, s[nt][2 * h + e], dp[nt][2 * h + e], k0 + c < nv[h],
+                                            drop, bits, c, lse2[h], di[h]);
         }
       }
     }
@@ -953,17 +1153,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_mma_kernel(const Pa
 #pragma unroll
     for (int kk = 0; kk < kBc / 16; ++kk) {
       uint32_t a[4];
-      a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-      for (int dt = 0; dt < kDT; dt += 2) {
-        uint32_t b[4];
-        ldsm_x4_trans(b, sK + (kk * 16 + (lane & 15)) * kPitch + dt * 8 + (lane >> 4) * 8);
-        mma_16816<T>(dq[dt], a, b[0], b[1]);
-        mma_16816<T>(dq[dt + 1], a, b[2], b[3]);
-      }
+      pack_a<T>(a, s, kk);
+      mma_kn<kPitch>(dq, a, sK, kk, lane);
     }
     __syncthreads();  // every warp is done with sK and the mask
     if (kt + 1 < n_kt) load_tile<T, D, kBc, kPitch>(sK, kh, k0 + kBc, n_blk, p.vec);
@@ -975,10 +1166,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_mma_kernel(const Pa
   T* sO = sQ + r0 * kPitch;
 #pragma unroll
   for (int dt = 0; dt < kDT; ++dt) {
-    *reinterpret_cast<uint32_t*>(sO + g * kPitch + dt * 8 + 2 * t) =
-        pack2<T>(dq[dt][0] * p.scale, dq[dt][1] * p.scale);
-    *reinterpret_cast<uint32_t*>(sO + (g + 8) * kPitch + dt * 8 + 2 * t) =
-        pack2<T>(dq[dt][2] * p.scale, dq[dt][3] * p.scale);
+    stage_frag<kPitch>(sO, dq[dt], dt, g, t, [sc = p.scale](float x, int) { return x * sc; });
   }
   __syncwarp();
   store_rows<T, D, 16, kPitch>(dqh, sO, q0 + r0, Tq, p.vec, lane);
@@ -1015,23 +1203,11 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_mma_kernel(const 
   uint8_t* sMask = reinterpret_cast<uint8_t*>(sD + kBr);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int64_t bh = blockIdx.x / p.n_tiles;
-  const int k0 = static_cast<int>(blockIdx.x % p.n_tiles) * kBc;
-  const int Tq = p.q_len, Tk = p.k_len;
-  const int kv = key_length(p, bh / p.heads);
-  const int k_end = imin(k0 + kBc, Tk);
+  const auto [bh, Tq, Tk, k0, k_end, kv] = KeyTile<kBc>(p);
   const T* qh = p.q + bh * Tq * D;
   const T* doh = p.dout + bh * Tq * D;
-
-  // Query rows that see key k0 (the first of the tile) and later: i >= k0 - (Tk - Tq) if causal.
-  int qt_begin = 0, qt_end = 0;
-  if (k0 < kv) {
-    const int i_min = p.causal ? imax(0, k0 - (Tk - Tq)) : 0;
-    if (i_min < Tq) {
-      qt_begin = i_min / kBr;
-      qt_end = (Tq + kBr - 1) / kBr;
-    }
-  }
+  int qt_begin, qt_end;
+  query_tiles_seeing<kBr>(k0, kv, Tq, Tk, p.causal, qt_begin, qt_end);
   if (qt_begin >= qt_end) {  // no query sees these keys
     zero_rows<T, D>(p.dk + bh * Tk * D, k0, k_end);
     zero_rows<T, D>(p.dv + bh * Tk * D, k0, k_end);
@@ -1049,17 +1225,14 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_mma_kernel(const 
   if constexpr (kRegs) {
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
-      ldsm_x4(ka[ks], sK + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
-      ldsm_x4(va[ks], sV + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
+      ldsm_x4(ka[ks], a_frag_ptr<kPitch>(sK, r0, ks, lane));
+      ldsm_x4(va[ks], a_frag_ptr<kPitch>(sV, r0, ks, lane));
     }
   }
   const int jk[2] = {k0 + r0 + g, k0 + r0 + g + 8};  // this thread's keys (h = 0, 1)
   float dk[kDT][4], dv[kDT][4];
-#pragma unroll
-  for (int dt = 0; dt < kDT; ++dt) {
-    dk[dt][0] = dk[dt][1] = dk[dt][2] = dk[dt][3] = 0.f;
-    dv[dt][0] = dv[dt][1] = dv[dt][2] = dv[dt][3] = 0.f;
-  }
+  zero_acc(dk);
+  zero_acc(dv);
   const bool drop = p.dropout_p > 0.f;
   const int diag = Tk - Tq;  // causal: key j visible to row i iff j <= i + diag
 
@@ -1069,51 +1242,24 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_mma_kernel(const 
     load_tile<T, D, kBr, kPitch>(sQ, qh, q0, Tq, p.vec);
     load_tile<T, D, kBr, kPitch>(sdO, doh, q0, Tq, p.vec);
     cp_async_commit();
-    for (int r = tid; r < kBr; r += kThreads) {
-      const int i = q0 + r;
-      float lv = 0.f, dv_ = 0.f;
-      if (i < Tq) {
-        const float lse = p.lse_in[bh * Tq + i];
-        lv = lse == -INFINITY ? 0.f : lse * kLog2e;  // -inf: the row sees no key, never used
-        dv_ = p.row_dot[bh * Tq + i];
-      }
-      sL[r] = lv;
-      sD[r] = dv_;
-    }
-    if (drop) {
-      dropout_tile<kBr, kBc>(sMask, static_cast<uint64_t>(bh) * Tq + q0, Tq - q0, Tk, k0, p.seed,
-                             p.offset, p.dropout_p);
-    }
+    stage_row_stats<kBr>(p, bh, Tq, q0, sL, sD);
+    if (drop) load_dropout_tile<kBr, kBc>(sMask, p, bh, Tq, Tk, q0, k0);
     cp_async_wait<0>();
     __syncthreads();
 
     // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys x kBr queries.
     float st[kQT][4], dpt[kQT][4];
-#pragma unroll
-    for (int nt = 0; nt < kQT; ++nt) {
-      st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.f;
-      dpt[nt][0] = dpt[nt][1] = dpt[nt][2] = dpt[nt][3] = 0.f;
-    }
+    zero_acc(st);
+    zero_acc(dpt);
 #pragma unroll
     for (int ks = 0; ks < kKS; ++ks) {
       uint32_t ak[4], av[4];
-      if constexpr (kRegs) {
-        ak[0] = ka[ks][0], ak[1] = ka[ks][1], ak[2] = ka[ks][2], ak[3] = ka[ks][3];
-        av[0] = va[ks][0], av[1] = va[ks][1], av[2] = va[ks][2], av[3] = va[ks][3];
-      } else {
-        ldsm_x4(ak, sK + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
-        ldsm_x4(av, sV + (r0 + (lane & 15)) * kPitch + ks * 16 + (lane >> 4) * 8);
-      }
+      a_frag<kRegs, kPitch>(ak, ka, sK, r0, ks, lane);
+      a_frag<kRegs, kPitch>(av, va, sV, r0, ks, lane);
 #pragma unroll
       for (int nt = 0; nt < kQT; nt += 2) {
-        const int off = (nt * 8 + (lane >> 4) * 8 + (lane & 7)) * kPitch + ks * 16 + (lane & 8);
-        uint32_t b[4];
-        ldsm_x4(b, sQ + off);
-        mma_16816<T>(st[nt], ak, b[0], b[1]);
-        mma_16816<T>(st[nt + 1], ak, b[2], b[3]);
-        ldsm_x4(b, sdO + off);
-        mma_16816<T>(dpt[nt], av, b[0], b[1]);
-        mma_16816<T>(dpt[nt + 1], av, b[2], b[3]);
+        mma_pair<T>(st[nt], st[nt + 1], ak, b_frag_ptr_nk<kPitch>(sQ, nt, ks, lane));
+        mma_pair<T>(dpt[nt], dpt[nt + 1], av, b_frag_ptr_nk<kPitch>(sdO, nt, ks, lane));
       }
     }
 
@@ -1133,12 +1279,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_mma_kernel(const 
         for (int h = 0; h < 2; ++h) {
           const int j = jk[h];
           const bool vis = i < Tq && j < kv && (!p.causal || j <= i + diag);
-          const float pr = vis ? exp2f(st[nt][2 * h + e] * p.scale_log2 - lv) : 0.f;
-          float f = 1.f;
-          if (drop) f = ((bits >> (r0 + g + 8 * h)) & 1u) ? p.keep_scale : 0.f;
-          const float dpv = f == 0.f ? 0.f : dpt[nt][2 * h + e] * f;
-          st[nt][2 * h + e] = pr * f;
-          dpt[nt][2 * h + e] = pr * (dpv - dval);
+          dkdv_scores(p, vis, st[nt][2 * h + e], dpt[nt][2 * h + e], drop, bits, r0 + g + 8 * h, lv,
+                      dval, st[nt][2 * h + e], dpt[nt][2 * h + e]);
         }
       }
     }
@@ -1147,24 +1289,12 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_mma_kernel(const 
 #pragma unroll
     for (int kq = 0; kq < kBr / 16; ++kq) {
       uint32_t ap[4], as[4];
-      ap[0] = pack2<T>(st[2 * kq][0], st[2 * kq][1]);
-      ap[1] = pack2<T>(st[2 * kq][2], st[2 * kq][3]);
-      ap[2] = pack2<T>(st[2 * kq + 1][0], st[2 * kq + 1][1]);
-      ap[3] = pack2<T>(st[2 * kq + 1][2], st[2 * kq + 1][3]);
-      as[0] = pack2<T>(dpt[2 * kq][0], dpt[2 * kq][1]);
-      as[1] = pack2<T>(dpt[2 * kq][2], dpt[2 * kq][3]);
-      as[2] = pack2<T>(dpt[2 * kq + 1][0], dpt[2 * kq + 1][1]);
-      as[3] = pack2<T>(dpt[2 * kq + 1][2], dpt[2 * kq + 1][3]);
+      pack_a<T>(ap, st, kq);
+      pack_a<T>(as, dpt, kq);
 #pragma unroll
       for (int dt = 0; dt < kDT; dt += 2) {
-        const int off = (kq * 16 + (lane & 15)) * kPitch + dt * 8 + (lane >> 4) * 8;
-        uint32_t b[4];
-        ldsm_x4_trans(b, sdO + off);
-        mma_16816<T>(dv[dt], ap, b[0], b[1]);
-        mma_16816<T>(dv[dt + 1], ap, b[2], b[3]);
-        ldsm_x4_trans(b, sQ + off);
-        mma_16816<T>(dk[dt], as, b[0], b[1]);
-        mma_16816<T>(dk[dt + 1], as, b[2], b[3]);
+        mma_pair_trans<T>(dv[dt], dv[dt + 1], ap, b_frag_ptr_kn<kPitch>(sdO, kq, dt, lane));
+        mma_pair_trans<T>(dk[dt], dk[dt + 1], as, b_frag_ptr_kn<kPitch>(sQ, kq, dt, lane));
       }
     }
   }
@@ -1175,13 +1305,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_mma_kernel(const 
   T* sVo = sV + r0 * kPitch;
 #pragma unroll
   for (int dt = 0; dt < kDT; ++dt) {
-    const int c = dt * 8 + 2 * t;
-    *reinterpret_cast<uint32_t*>(sKo + g * kPitch + c) =
-        pack2<T>(dk[dt][0] * p.scale, dk[dt][1] * p.scale);
-    *reinterpret_cast<uint32_t*>(sKo + (g + 8) * kPitch + c) =
-        pack2<T>(dk[dt][2] * p.scale, dk[dt][3] * p.scale);
-    *reinterpret_cast<uint32_t*>(sVo + g * kPitch + c) = pack2<T>(dv[dt][0], dv[dt][1]);
-    *reinterpret_cast<uint32_t*>(sVo + (g + 8) * kPitch + c) = pack2<T>(dv[dt][2], dv[dt][3]);
+    stage_frag<kPitch>(sKo, dk[dt], dt, g, t, [sc = p.scale](float x, int) { return x * sc; });
+    stage_frag<kPitch>(sVo, dv[dt], dt, g, t, [](float x, int) { return x; });
   }
   __syncwarp();
   store_rows<T, D, 16, kPitch>(p.dk + bh * Tk * D, sKo, k0 + r0, Tk, p.vec, lane);
@@ -1213,13 +1338,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_f32_kernel(const Pa
   uint8_t* sMask = reinterpret_cast<uint8_t*>(sP + 4 * kR * kBc);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t bh = blockIdx.x / p.n_tiles;
-  const int q0 = static_cast<int>(blockIdx.x % p.n_tiles) * kBr;
-  const int Tq = p.q_len, Tk = p.k_len;
-  const int kv = key_length(p, bh / p.heads);
-  const int q_end = imin(q0 + kBr, Tq);
-  const int n_blk = visible_keys(kv, q_end - 1, Tq, Tk, p.causal);
-  const int n_kt = (n_blk + kBc - 1) / kBc;
+  const auto [bh, Tq, Tk, q0, q_end, kv, n_blk, n_kt] = QueryTile<kBr, kBc>(p);
   const float* qh = p.q + bh * Tq * D;
   const float* doh = p.dout + bh * Tq * D;
   const float* kh = p.k + bh * Tk * D;
@@ -1245,15 +1364,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_f32_kernel(const Pa
   float lse2[kR], di[kR], dq[kR][kC];
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
-    const int i = q0 + r0 + r;
-    nv[r] = 0;
-    lse2[r] = 0.f;
-    di[r] = 0.f;
-    if (i < Tq) {
-      nv[r] = visible_keys(kv, i, Tq, Tk, p.causal);
-      if (nv[r] > 0) lse2[r] = p.lse_in[bh * Tq + i] * kLog2e;
-      di[r] = p.row_dot[bh * Tq + i];
-    }
+    dq_row_stats(p, bh, Tq, Tk, kv, q0 + r0 + r, nv[r], lse2[r], di[r]);
 #pragma unroll
     for (int c = 0; c < kC; ++c) dq[r][c] = 0.f;
   }
@@ -1261,29 +1372,12 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_f32_kernel(const Pa
 
   for (int kt = 0; kt < n_kt; ++kt) {
     const int k0 = kt * kBc;
-    if (drop) {
-      dropout_tile<kBr, kBc>(sMask, static_cast<uint64_t>(bh) * Tq + q0, Tq - q0, Tk, k0, p.seed,
-                             p.offset, p.dropout_p);
-    }
+    if (drop) load_dropout_tile<kBr, kBc>(sMask, p, bh, Tq, Tk, q0, k0);
     cp_async_wait<1>();
     __syncthreads();  // Q, dO, V tile and mask visible
 
     float dp[kR];
-#pragma unroll
-    for (int r = 0; r < kR; ++r) dp[r] = 0.f;
-    const float* vrow = sV + lane * kPK;
-#pragma unroll 4
-    for (int d = 0; d < D; d += 4) {
-      const float4 v4 = *reinterpret_cast<const float4*>(vrow + d);
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const float4 o4 = *reinterpret_cast<const float4*>(sdO + (r0 + r) * D + d);
-        dp[r] = fmaf(o4.x, v4.x, dp[r]);
-        dp[r] = fmaf(o4.y, v4.y, dp[r]);
-        dp[r] = fmaf(o4.z, v4.z, dp[r]);
-        dp[r] = fmaf(o4.w, v4.w, dp[r]);
-      }
-    }
+    dot_rows_f32<D>(dp, sdO, r0, sV + lane * kPK);
 
     cp_async_wait<0>();
     __syncthreads();  // K tile visible; every warp is done with sV
@@ -1291,54 +1385,16 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dq_f32_kernel(const Pa
     cp_async_commit();
 
     float s[kR];
-#pragma unroll
-    for (int r = 0; r < kR; ++r) s[r] = 0.f;
-    const float* krow = sK + lane * kPK;
-#pragma unroll 4
-    for (int d = 0; d < D; d += 4) {
-      const float4 k4 = *reinterpret_cast<const float4*>(krow + d);
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const float4 q4 = *reinterpret_cast<const float4*>(sQ + (r0 + r) * D + d);
-        s[r] = fmaf(q4.x, k4.x, s[r]);
-        s[r] = fmaf(q4.y, k4.y, s[r]);
-        s[r] = fmaf(q4.z, k4.z, s[r]);
-        s[r] = fmaf(q4.w, k4.w, s[r]);
-      }
-    }
+    dot_rows_f32<D>(s, sQ, r0, sK + lane * kPK);
     const int j = k0 + lane;
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
-      const float pr = j < nv[r] ? exp2f(s[r] * p.scale_log2 - lse2[r]) : 0.f;
-      float dpv = dp[r];
-      if (drop) {
-        dpv = ((mask_row<kBc>(sMask + (r0 + r) * (kBc / 8)) >> lane) & 1u) ? dpv * p.keep_scale
-                                                                           : 0.f;
-      }
-      sPw[r * kBc + lane] = pr * (dpv - di[r]);  // dS
+      sPw[r * kBc + lane] = dq_dscore<kBc>(p, s[r], dp[r], j < nv[r], drop,
+                                           sMask + (r0 + r) * (kBc / 8), lane, lse2[r], di[r]);
     }
     __syncwarp();
 
-#pragma unroll 2
-    for (int jj = 0; jj < kBc; jj += 4) {
-      float kk[4][kC];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-#pragma unroll
-        for (int c = 0; c < kC; ++c) kk[u][c] = sK[(jj + u) * kPK + lane + 32 * c];
-      }
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const float4 d4 = *reinterpret_cast<const float4*>(sPw + r * kBc + jj);
-#pragma unroll
-        for (int c = 0; c < kC; ++c) {
-          dq[r][c] = fmaf(d4.x, kk[0][c], dq[r][c]);
-          dq[r][c] = fmaf(d4.y, kk[1][c], dq[r][c]);
-          dq[r][c] = fmaf(d4.z, kk[2][c], dq[r][c]);
-          dq[r][c] = fmaf(d4.w, kk[3][c], dq[r][c]);
-        }
-      }
-    }
+    pv_rows_f32<kBc, kPK>(dq, sPw, sK, lane);
     __syncthreads();  // every warp is done with sK, sP and the mask
     if (kt + 1 < n_kt) load_tile<float, D, kBc, kPK>(sK, kh, k0 + kBc, n_blk, p.vec);
     cp_async_commit();
@@ -1385,26 +1441,15 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_f32_kernel(const 
   uint8_t* sMask = reinterpret_cast<uint8_t*>(sDs + 4 * kBr * kKw);
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int64_t bh = blockIdx.x / p.n_tiles;
-  const int k0 = static_cast<int>(blockIdx.x % p.n_tiles) * kBc;
-  const int Tq = p.q_len, Tk = p.k_len;
-  const int kv = key_length(p, bh / p.heads);
-  const int k_end = imin(k0 + kBc, Tk);
+  const auto [bh, Tq, Tk, k0, k_end, kv] = KeyTile<kBc>(p);
   const float* qh = p.q + bh * Tq * D;
   const float* doh = p.dout + bh * Tq * D;
   const float* kh = p.k + bh * Tk * D;
   const float* vh = p.v + bh * Tk * D;
   float* dkh = p.dk + bh * Tk * D;
   float* dvh = p.dv + bh * Tk * D;
-
-  int qt_begin = 0, qt_end = 0;
-  if (k0 < kv) {
-    const int i_min = p.causal ? imax(0, k0 - (Tk - Tq)) : 0;
-    if (i_min < Tq) {
-      qt_begin = i_min / kBr;
-      qt_end = (Tq + kBr - 1) / kBr;
-    }
-  }
+  int qt_begin, qt_end;
+  query_tiles_seeing<kBr>(k0, kv, Tq, Tk, p.causal, qt_begin, qt_end);
   if (qt_begin >= qt_end) {
     zero_rows<float, D>(dkh, k0, k_end);
     zero_rows<float, D>(dvh, k0, k_end);
@@ -1433,21 +1478,8 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_f32_kernel(const 
     load_tile<float, D, kBr, kPQ>(sQ, qh, q0, Tq, p.vec);
     load_tile<float, D, kBr, kPQ>(sdO, doh, q0, Tq, p.vec);
     cp_async_commit();
-    for (int r = tid; r < kBr; r += kThreads) {
-      const int i = q0 + r;
-      float lv = 0.f, dval = 0.f;
-      if (i < Tq) {
-        const float lse = p.lse_in[bh * Tq + i];
-        lv = lse == -INFINITY ? 0.f : lse * kLog2e;
-        dval = p.row_dot[bh * Tq + i];
-      }
-      sL[r] = lv;
-      sD[r] = dval;
-    }
-    if (drop) {
-      dropout_tile<kBr, kBc>(sMask, static_cast<uint64_t>(bh) * Tq + q0, Tq - q0, Tk, k0, p.seed,
-                             p.offset, p.dropout_p);
-    }
+    stage_row_stats<kBr>(p, bh, Tq, q0, sL, sD);
+    if (drop) load_dropout_tile<kBr, kBc>(sMask, p, bh, Tq, Tk, q0, k0);
     cp_async_wait<0>();
     __syncthreads();
 
@@ -1482,12 +1514,7 @@ __global__ void __launch_bounds__(kThreads) attention_bwd_dkdv_f32_kernel(const 
     for (int kk = 0; kk < kKw; ++kk) {
       const int j = k0 + kw0 + kk;
       const bool vis = i < Tq && j < kv && (!p.causal || j <= i + diag);
-      const float pr = vis ? exp2f(s[kk] * p.scale_log2 - lv) : 0.f;
-      float f = 1.f;
-      if (drop) f = ((bits >> (kw0 + kk)) & 1u) ? p.keep_scale : 0.f;
-      const float dpv = f == 0.f ? 0.f : dp[kk] * f;
-      pd[kk] = pr * f;
-      ds[kk] = pr * (dpv - dval);
+      dkdv_scores(p, vis, s[kk], dp[kk], drop, bits, kw0 + kk, lv, dval, pd[kk], ds[kk]);
     }
     *reinterpret_cast<float4*>(pdw + lane * kKw) = make_float4(pd[0], pd[1], pd[2], pd[3]);
     *reinterpret_cast<float4*>(pdw + lane * kKw + 4) = make_float4(pd[4], pd[5], pd[6], pd[7]);
@@ -1582,9 +1609,13 @@ void with_head_dim(int64_t d, F&& f) {
   }
 }
 
-template <class DT>
-Params<DT> make_params(const AttentionArgs& a) {
+// The parameters every kernel takes, with q, k and v as the device types.
+template <class T, class DT = typename DeviceType<T>::type>
+Params<DT> make_params(const AttentionArgs& a, const T* q, const T* k, const T* v) {
   Params<DT> p;
+  p.q = reinterpret_cast<const DT*>(q);
+  p.k = reinterpret_cast<const DT*>(k);
+  p.v = reinterpret_cast<const DT*>(v);
   p.key_lengths = a.key_lengths;
   p.heads = static_cast<int>(a.heads);
   p.q_len = static_cast<int>(a.q_len);
@@ -1600,6 +1631,19 @@ Params<DT> make_params(const AttentionArgs& a) {
   return p;
 }
 
+// Launches a kernel with one block per (b, h, tile of `tile` along `len`) and Cfg::kSmem bytes of
+// dynamic shared memory.
+template <auto Kernel, class Cfg, class DT>
+void launch_tiled(Params<DT>& p, int64_t bh, int64_t len, int tile, const char* op,
+                  cudaStream_t stream) {
+  p.n_tiles = static_cast<int>(ceil_div(len, tile));
+  const int blocks = grid_size(bh * p.n_tiles, op);
+  auto kernel = Kernel;
+  allow_smem<Kernel>(Cfg::kSmem);
+  kernel<<<blocks, kThreads, Cfg::kSmem, stream>>>(p);
+  ATTN_CUDA_LAUNCH_CHECK();
+}
+
 }  // namespace
 
 template <class T>
@@ -1609,10 +1653,7 @@ void attention_forward_cuda(const AttentionArgs& a, const T* q, const T* k, cons
   const int64_t bh = a.batch * a.heads;
   if (bh * a.q_len == 0) return;
   using DT = typename DeviceType<T>::type;
-  Params<DT> p = make_params<DT>(a);
-  p.q = reinterpret_cast<const DT*>(q);
-  p.k = reinterpret_cast<const DT*>(k);
-  p.v = reinterpret_cast<const DT*>(v);
+  Params<DT> p = make_params(a, q, k, v);
   p.out = reinterpret_cast<DT*>(out);
   p.lse = lse;
   p.vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
@@ -1620,20 +1661,12 @@ void attention_forward_cuda(const AttentionArgs& a, const T* q, const T* k, cons
     constexpr int D = decltype(dim)::value;
     if constexpr (std::is_same_v<DT, float>) {
       using Cfg = FwdF32<D>;
-      p.n_tiles = static_cast<int>(ceil_div(a.q_len, Cfg::kBr));
-      const int blocks = grid_size(bh * p.n_tiles, "attention");
-      auto kernel = attention_fwd_f32_kernel<D>;
-      allow_smem<attention_fwd_f32_kernel<D>>(Cfg::kSmem);
-      kernel<<<blocks, kThreads, Cfg::kSmem, stream>>>(p);
+      launch_tiled<attention_fwd_f32_kernel<D>, Cfg>(p, bh, a.q_len, Cfg::kBr, "attention", stream);
     } else {
       using Cfg = FwdMma<DT, D>;
-      p.n_tiles = static_cast<int>(ceil_div(a.q_len, Cfg::kBr));
-      const int blocks = grid_size(bh * p.n_tiles, "attention");
-      auto kernel = attention_fwd_mma_kernel<DT, D>;
-      allow_smem<attention_fwd_mma_kernel<DT, D>>(Cfg::kSmem);
-      kernel<<<blocks, kThreads, Cfg::kSmem, stream>>>(p);
+      launch_tiled<attention_fwd_mma_kernel<DT, D>, Cfg>(p, bh, a.q_len, Cfg::kBr, "attention",
+                                                         stream);
     }
-    ATTN_CUDA_LAUNCH_CHECK();
   });
 }
 
@@ -1647,10 +1680,7 @@ void attention_decode_cuda(const AttentionArgs& a, const T* q, const T* k, const
   const int64_t bh = a.batch * a.heads;
   if (bh == 0) return;
   using DT = typename DeviceType<T>::type;
-  Params<DT> p = make_params<DT>(a);
-  p.q = reinterpret_cast<const DT*>(q);
-  p.k = reinterpret_cast<const DT*>(k);
-  p.v = reinterpret_cast<const DT*>(v);
+  Params<DT> p = make_params(a, q, k, v);
   p.out = reinterpret_cast<DT*>(out);
   p.lse = lse;
   p.vec = aligned16(q) && aligned16(k) && aligned16(v);
@@ -1673,10 +1703,7 @@ void attention_backward_cuda(const AttentionArgs& a, const T* q, const T* k, con
   if (bh == 0) return;
   const int64_t rows = bh * a.q_len;
   using DT = typename DeviceType<T>::type;
-  Params<DT> p = make_params<DT>(a);
-  p.q = reinterpret_cast<const DT*>(q);
-  p.k = reinterpret_cast<const DT*>(k);
-  p.v = reinterpret_cast<const DT*>(v);
+  Params<DT> p = make_params(a, q, k, v);
   p.dout = reinterpret_cast<const DT*>(grad_out);
   p.lse_in = lse;
   p.row_dot = workspace;
@@ -1696,40 +1723,24 @@ void attention_backward_cuda(const AttentionArgs& a, const T* q, const T* k, con
     if constexpr (std::is_same_v<DT, float>) {
       if (rows > 0) {
         using Cfg = DqF32<D>;
-        p.n_tiles = static_cast<int>(ceil_div(a.q_len, Cfg::kBr));
-        const int blocks = grid_size(bh * p.n_tiles, "attention backward");
-        auto kernel = attention_bwd_dq_f32_kernel<D>;
-        allow_smem<attention_bwd_dq_f32_kernel<D>>(Cfg::kSmem);
-        kernel<<<blocks, kThreads, Cfg::kSmem, stream>>>(p);
-        ATTN_CUDA_LAUNCH_CHECK();
+        launch_tiled<attention_bwd_dq_f32_kernel<D>, Cfg>(p, bh, a.q_len, Cfg::kBr,
+                                                  "attention backward", stream);
       }
       if (a.k_len > 0) {
         using Cfg = DkvF32<D>;
-        p.n_tiles = static_cast<int>(ceil_div(a.k_len, Cfg::kBc));
-        const int blocks = grid_size(bh * p.n_tiles, "attention backward");
-        auto kernel = attention_bwd_dkdv_f32_kernel<D>;
-        allow_smem<attention_bwd_dkdv_f32_kernel<D>>(Cfg::kSmem);
-        kernel<<<blocks, kThreads, Cfg::kSmem, stream>>>(p);
-        ATTN_CUDA_LAUNCH_CHECK();
+        launch_tiled<attention_bwd_dkdv_f32_kernel<D>, Cfg>(p, bh, a.k_len, Cfg::kBc,
+                                                  "attention backward", stream);
       }
     } else {
       if (rows > 0) {
         using Cfg = DqMma<DT, D>;
-        p.n_tiles = static_cast<int>(ceil_div(a.q_len, Cfg::kBr));
-        const int blocks = grid_size(bh * p.n_tiles, "attention backward");
-        auto kernel = attention_bwd_dq_mma_kernel<DT, D>;
-        allow_smem<attention_bwd_dq_mma_kernel<DT, D>>(Cfg::kSmem);
-        kernel<<<blocks, kThreads, Cfg::kSmem, stream>>>(p);
-        ATTN_CUDA_LAUNCH_CHECK();
+        launch_tiled<attention_bwd_dq_mma_kernel<DT, D>, Cfg>(p, bh, a.q_len, Cfg::kBr,
+                                                  "attention backward", stream);
       }
       if (a.k_len > 0) {
         using Cfg = DkvMma<DT, D>;
-        p.n_tiles = static_cast<int>(ceil_div(a.k_len, Cfg::kBc));
-        const int blocks = grid_size(bh * p.n_tiles, "attention backward");
-        auto kernel = attention_bwd_dkdv_mma_kernel<DT, D>;
-        allow_smem<attention_bwd_dkdv_mma_kernel<DT, D>>(Cfg::kSmem);
-        kernel<<<blocks, kThreads, Cfg::kSmem, stream>>>(p);
-        ATTN_CUDA_LAUNCH_CHECK();
+        launch_tiled<attention_bwd_dkdv_mma_kernel<DT, D>, Cfg>(p, bh, a.k_len, Cfg::kBc,
+                                                  "attention backward", stream);
       }
     }
   });
