@@ -23,6 +23,11 @@ struct GemmShape {
 template <class T>
 void gemm_cpu(const GemmShape& s, double alpha, const T* a, const T* b, double beta, T* c);
 
+// The CPU GEMM library and the kernel family it runs on this CPU, e.g. "OpenBLAS 0.3.21,
+// Haswell kernels" (OPENBLAS_CORETYPE overrides the family; results round differently per
+// family, which the test suite checks by running under two of them).
+const char* gemm_cpu_library();
+
 // CUDA through cuBLASLt, for T in float, bf16, f16, always accumulating in fp32 (float uses
 // TF32 tensor cores when cuda::set_allow_tf32(true)). Runs with the context (cuBLASLt handle,
 // workspace) of the current device, which cuda::stream(i) selects: pass that stream.

@@ -1,6 +1,11 @@
 #include <cblas.h>
 
+#include <string>
+
 #include "kernels/gemm.h"
+
+extern "C" char* openblas_get_corename(void);
+extern "C" char* openblas_get_config(void);
 
 namespace attn::kernels {
 
@@ -33,6 +38,16 @@ void gemm_cpu(const GemmShape& s, double alpha, const T* a, const T* b, double b
     }
     gemm_one(s, alpha, a + i * s.stride_a, b + i * s.stride_b, beta, ci);
   }
+}
+
+const char* gemm_cpu_library() {
+  static const std::string name = [] {
+    // openblas_get_config() starts with "OpenBLAS <version> ".
+    std::string config = openblas_get_config();
+    const size_t second_space = config.find(' ', config.find(' ') + 1);
+    return config.substr(0, second_space) + ", " + openblas_get_corename() + " kernels";
+  }();
+  return name.c_str();
 }
 
 template void gemm_cpu<float>(const GemmShape&, double, const float*, const float*, double,

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include "autograd/functions.h"
 #include "core/random.h"
 #include "io/safetensors.h"
@@ -73,19 +74,6 @@ Fixture load_fixture(const std::string& name) {
   return f;
 }
 
-// Converts every parameter of `model` to `dtype` in place. Modules hold handles that share
-// one TensorImpl per parameter, so replacing the impl's storage converts the parameter for
-// every module that uses it (tied embeddings included).
-void convert_parameters(nn::Module& model, DType dtype) {
-  for (auto& [name, p] : model.named_parameters()) {
-    Tensor c = p.detach().to(dtype);
-    TensorImpl* impl = p.impl();
-    impl->storage = c.impl()->storage;
-    impl->offset = c.impl()->offset;
-    impl->dtype = dtype;
-  }
-}
-
 // max |a - b| / max |b| (b the PyTorch value); shapes must match.
 double relative_error(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
@@ -111,7 +99,7 @@ void run_golden(const std::string& fixture_name, DType dtype, double tol) {
   const Fixture fx = load_fixture(fixture_name);
   Generator init(0);
   nn::Transformer model(fx.cfg, init);
-  if (dtype != kF32) convert_parameters(model, dtype);
+  if (dtype != kF32) testing::convert_parameters(model, dtype);
 
   // Every parameter has a value and a gradient in the fixture, and the fixture has no
   // gradient for a parameter attn does not have.

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "nn/config.h"
+#include "nn/module.h"
 #include "train/config.h"
 
 namespace attn::testing {
@@ -53,6 +54,20 @@ inline nn::TransformerConfig tiny_transformer_config(int64_t src_vocab, int64_t 
   c.pre_norm = pre_norm;
   c.share_embeddings = share;
   return c;
+}
+
+// Converts every parameter of `model` to `dtype` in place (e.g. a whole model in f64 for tests
+// that need rounding far below f32's). Modules hold handles that share one TensorImpl per
+// parameter, so replacing the impl's storage converts the parameter for every module that uses
+// it (tied embeddings included).
+inline void convert_parameters(nn::Module& model, DType dtype) {
+  for (auto& [name, p] : model.named_parameters()) {
+    Tensor c = p.detach().to(dtype);
+    TensorImpl* impl = p.impl();
+    impl->storage = c.impl()->storage;
+    impl->offset = c.impl()->offset;
+    impl->dtype = dtype;
+  }
 }
 
 // The message of the attn::Error that f throws (fails the test if it throws nothing).

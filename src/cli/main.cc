@@ -5,11 +5,13 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <omp.h>
 
 #include "bench/batches.h"
 #include "bench/bench_kernels.h"
 #include "bench/bench_train.h"
 #include "core/device.h"
+#include "kernels/gemm.h"
 #include "core/error.h"
 #include "dist/launch.h"
 #include "eval/cli_commands.h"
@@ -22,7 +24,8 @@
 namespace {
 
 int run_devices() {
-  std::cout << "cpu\n";
+  std::cout << "cpu (" << attn::kernels::gemm_cpu_library() << ", " << omp_get_max_threads()
+            << " threads)\n";
   if (!attn::cuda_built()) {
     std::cout << "cuda: not built (configure with -DATTN_CUDA=ON)\n";
     return 0;
