@@ -1,10 +1,14 @@
 // CPU reference for kernels/cross_entropy.h. Rows run in parallel and write their results to
 // per-row slots; the totals are then summed in row order (deterministic for any thread
-// count).
+// count). The exponentials of f32 logits use the vectorisable exp_f32 (kernels/cpu_math.h)
+// with sums accumulated in double; f64 logits (gradient checks) use std::exp throughout.
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu_math.h"
 #include "kernels/cross_entropy.h"
 
 namespace attn::kernels {
@@ -14,6 +18,70 @@ namespace {
 constexpr int64_t kParallelElements = 1 << 15;
 
 enum class RowState : uint8_t { kIgnored, kWrong, kCorrect, kBadTarget };
+
+inline float exp_t(float x) { return exp_f32(x); }
+inline double exp_t(double x) { return std::exp(x); }
+
+// Float partial sums are moved into the double total every kBlock elements per lane, so each
+// float sum adds at most 64 terms (relative error <= 64 * 2^-24 before the double total).
+constexpr int64_t kBlock = 64 * 4;
+
+// Largest value of a row (NaNs ignored, as by the strict comparison of a plain loop), its first
+// position, and the row's sum in double.
+template <class T>
+void row_max_sum(const T* x, int64_t n, T& max, int64_t& argmax, double& sum) {
+  T m = -std::numeric_limits<T>::infinity();
+  double s = 0;
+  int64_t j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    f32x4 vm = f32x4{} - std::numeric_limits<float>::infinity();
+    for (int64_t b = 0; b + 4 <= n; b += kBlock) {
+      f32x4 vs{};
+      for (j = b; j + 4 <= n && j < b + kBlock; j += 4) {
+        const f32x4 v = load4(x + j);
+        vm = v > vm ? v : vm;
+        vs += v;
+      }
+      for (int k = 0; k < 4; ++k) s += static_cast<double>(vs[k]);
+    }
+    for (int k = 0; k < 4; ++k) m = vm[k] > m ? vm[k] : m;
+  }
+  for (; j < n; ++j) {
+    m = x[j] > m ? x[j] : m;
+    s += static_cast<double>(x[j]);
+  }
+  int64_t first = 0;
+  while (first < n && !(x[first] == m)) ++first;
+  max = m;
+  argmax = first < n ? first : 0;
+  sum = s;
+}
+
+// sum_j exp(x[j] - shift), the exponentials in T, the sum in double.
+template <class T>
+double sum_exp(const T* x, int64_t n, T shift) {
+  double s = 0;
+  int64_t j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t b = 0; b + 4 <= n; b += kBlock) {
+      f32x4 vs{};
+      for (j = b; j + 4 <= n && j < b + kBlock; j += 4) vs += exp_f32(load4(x + j) - shift);
+      for (int k = 0; k < 4; ++k) s += static_cast<double>(vs[k]);
+    }
+  }
+  for (; j < n; ++j) s += static_cast<double>(exp_t(x[j] - shift));
+  return s;
+}
+
+// d[j] = g * (exp(x[j] - l) - u).
+template <class T>
+void softmax_grad_row(const T* x, int64_t n, T l, T g, T u, T* d) {
+  int64_t j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; j + 4 <= n; j += 4) store4(d + j, g * (exp_f32(load4(x + j) - l) - u));
+  }
+  for (; j < n; ++j) d[j] = g * (exp_t(x[j] - l) - u);
+}
 
 }  // namespace
 
@@ -35,20 +103,12 @@ CrossEntropyTotals cross_entropy_forward_cpu(const T* logits, const int32_t* tar
       continue;
     }
     const T* xr = logits + r * vocab;
-    double m = static_cast<double>(xr[0]);
-    int64_t argmax = 0;
-    double sum_x = m;
-    for (int64_t j = 1; j < vocab; ++j) {
-      const double v = static_cast<double>(xr[j]);
-      sum_x += v;
-      if (v > m) {  // strict: ties keep the first maximum, as torch.argmax
-        m = v;
-        argmax = j;
-      }
-    }
-    double sum_exp = 0;
-    for (int64_t j = 0; j < vocab; ++j) sum_exp += std::exp(static_cast<double>(xr[j]) - m);
-    const double l = m + std::log(sum_exp);
+    T mt;
+    int64_t argmax;
+    double sum_x;
+    row_max_sum(xr, vocab, mt, argmax, sum_x);
+    const double m = static_cast<double>(mt);
+    const double l = m + std::log(sum_exp(xr, vocab, mt));
     const double nll = l - static_cast<double>(xr[t]);
     double loss = (1.0 - eps) * nll;
     // Skipped when eps == 0 so that a -inf logit does not turn 0 * inf into NaN.
@@ -98,11 +158,10 @@ void cross_entropy_backward_cpu(const T* grad_loss, const T* logits, const int32
       continue;
     }
     const T* xr = logits + r * vocab;
-    const double l = static_cast<double>(lse[r]);
-    for (int64_t j = 0; j < vocab; ++j)
-      dr[j] = static_cast<T>(g * (std::exp(static_cast<double>(xr[j]) - l) - uniform));
+    const T l = lse[r], gt = static_cast<T>(g), ut = static_cast<T>(uniform);
+    softmax_grad_row(xr, vocab, l, gt, ut, dr);
     // The target's extra (1 - eps) is applied here rather than by a branch in the loop.
-    dr[t] = static_cast<T>(g * (std::exp(static_cast<double>(xr[t]) - l) - uniform - (1.0 - eps)));
+    dr[t] = static_cast<T>(g * (static_cast<double>(exp_t(xr[t] - l)) - uniform - (1.0 - eps)));
   }
 }
 

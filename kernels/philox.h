@@ -35,12 +35,15 @@ ATTN_HD inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint
   return Philox4{{c0, c1, c2, c3}};
 }
 
+// The block at counter `ctr` under key `seed`: lanes 0..3 are elements 4c..4c+3 of a draw.
+ATTN_HD inline Philox4 philox_block(uint64_t seed, uint64_t ctr) {
+  return philox4x32_10(static_cast<uint32_t>(ctr), static_cast<uint32_t>(ctr >> 32), 0u, 0u,
+                       static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
 // 32 random bits for element `index` of a draw that starts at counter `offset`.
 ATTN_HD inline uint32_t philox_bits(uint64_t seed, uint64_t offset, uint64_t index) {
-  const uint64_t ctr = offset + index / 4;
-  const Philox4 r = philox4x32_10(static_cast<uint32_t>(ctr), static_cast<uint32_t>(ctr >> 32), 0u,
-                                  0u, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-  return r.v[index % 4];
+  return philox_block(seed, offset + index / 4).v[index % 4];
 }
 
 // Uniform in [0, 1) with 24 bits, exactly representable in float.

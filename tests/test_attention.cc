@@ -9,6 +9,7 @@
 #include "gradcheck.h"
 #include "kernels/dropout.h"
 #include "ops/attention.h"
+#include "ops/dropout.h"
 
 using namespace attn;
 using autograd::OpId;
@@ -408,6 +409,23 @@ TEST_CASE("dropout: kept fraction, scaling, reproducibility", "[dropout]") {
   for (int64_t e = 0; e < n; ++e) differ += (next[e] != 0.0) != (yv[e] != 0.0);
   CHECK(differ > n / 10);
   CHECK(gen.offset() == 2 * philox_counters(n));
+}
+
+TEST_CASE("dropout: the mask is the documented Philox rule, element by element", "[dropout]") {
+  // The CPU kernel draws one Philox block per 4 elements; the CUDA kernels and attention's
+  // dropout use the per-element rule kernels::dropout_keep. Sizes that are not multiples of 4,
+  // above and below the parallel threshold, and an offset that is not 0.
+  for (int64_t n : {1, 7, 4001, 70001}) {
+    INFO("n = " << n);
+    const uint64_t seed = 77, offset = 12345;
+    const float p = 0.25f;
+    const std::vector<double> y =
+        ops::dropout_forward(Tensor::ones({n}), p, seed, offset).to_double_vector();
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i)
+      wrong += (y[i] != 0.0) != kernels::dropout_keep(seed, offset, static_cast<uint64_t>(i), p);
+    CHECK(wrong == 0);
+  }
 }
 
 TEST_CASE("dropout: backward reuses the forward mask", "[dropout]") {

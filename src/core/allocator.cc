@@ -58,6 +58,36 @@ class CpuAllocator final : public Allocator {
   StatsTracker tracker_;
 };
 
+// Host memory under the caching allocator: training repeats its allocation pattern every
+// step, and large buffers (logits over the vocabulary: ~100 MiB for 3,000 tokens x 8,000
+// words) would otherwise be mmap'ed, page-faulted in and zeroed by the kernel on each use
+// (15% of a CPU training step before this cache; docs/PERFORMANCE.md).
+class CpuRawMemory final : public RawMemory {
+ public:
+  void* allocate(size_t bytes) override {
+    return std::aligned_alloc(kCpuAlignment,
+                              (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment);
+  }
+  void release(void* ptr, size_t) override { std::free(ptr); }
+  std::string out_of_memory_message(size_t bytes, const AllocatorStats& s) const override {
+    return detail::str_cat("out of host memory: asked for ", format_bytes(double(bytes)), " with ",
+                           format_bytes(double(s.current_bytes)), " in use (peak ",
+                           format_bytes(double(s.peak_bytes)), ")");
+  }
+};
+
+// ATTN_CPU_ALLOCATOR=simple: aligned_alloc/free per tensor, no cache (to compare, or to
+// see a tensor's memory go back to the system at once).
+Allocator* make_cpu_allocator() {
+  const char* env = std::getenv("ATTN_CPU_ALLOCATOR");
+  const std::string kind = env ? env : "";
+  if (kind.empty() || kind == "caching")
+    return make_caching_allocator(std::make_unique<CpuRawMemory>()).release();
+  if (kind == "simple") return new CpuAllocator();
+  ATTN_FAIL("ATTN_CPU_ALLOCATOR=", kind,
+            " is not an allocator: use caching (the default) or simple");
+}
+
 #ifdef ATTN_WITH_CUDA
 CudaAllocatorFactory g_cuda_factory = &cuda::make_allocator;
 #else
@@ -100,7 +130,7 @@ void StatsTracker::reset_peak() {
 
 Allocator& allocator_for(Device device) {
   if (device.is_cpu()) {
-    static auto* cpu = new CpuAllocator();
+    static Allocator* cpu = make_cpu_allocator();  // never destroyed: outlives static tensors
     return *cpu;
   }
   std::lock_guard<std::mutex> lock(g_cuda_mu);
