@@ -9,6 +9,7 @@
 
 #include "bench/common.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "data/vocab.h"
 
 namespace attn::bench {
@@ -174,10 +175,7 @@ BatchFile batch_file_from_json(const json& j) {
 }
 
 void write_batch_file(const std::string& path, const BatchFile& f) {
-  std::ofstream out(path);
-  ATTN_CHECK(out, "cannot write ", path);
-  out << to_json(f).dump() << "\n";
-  ATTN_CHECK(out.good(), "writing ", path, " failed");
+  write_file(path, to_json(f).dump() + "\n", "batch file");
 }
 
 BatchFile read_batch_file(const std::string& path) {
