@@ -66,8 +66,8 @@ double length_penalty(int64_t length, double alpha) {
 }
 
 void BeamOptions::validate(int64_t tgt_vocab) const {
-  ATTN_CHECK(beam >= 1 && beam <= kMaxBeam, "beam_search: beam must be in [1, ", kMaxBeam,
-             "], got ", beam);
+  ATTN_CHECK(beam >= 1, "beam_search: beam must be >= 1, got ", beam);
+  ATTN_CHECK(beam <= kMaxBeam, "beam_search: beam must be at most ", kMaxBeam, ", got ", beam);
   ATTN_CHECK(nbest >= 1 && nbest <= beam, "beam_search: nbest must be in [1, beam = ", beam,
              "], got ", nbest);
   ATTN_CHECK(std::isfinite(alpha), "beam_search: alpha must be finite, got ", alpha);

@@ -54,7 +54,7 @@ struct BeamOptions {
 
   // Throws attn::Error naming the offending option; tgt_vocab bounds the token ids.
   void validate(int64_t tgt_vocab) const;
-  static constexpr int64_t kMaxBeam = 1024;
+  static constexpr int64_t kMaxBeam = int64_t{1} << 16;
 };
 
 struct Hypothesis {

@@ -334,13 +334,13 @@ void validate(const Config& c) {
   check_range(m.d_ff > 0, "model.d_ff", m.d_ff, "> 0");
   check_range(m.encoder_layers > 0, "model.encoder_layers", m.encoder_layers, "> 0");
   check_range(m.decoder_layers > 0, "model.decoder_layers", m.decoder_layers, "> 0");
-  // Upper bounds (d_model, d_ff, layers) are the model's own.
-  transformer_config(c, 8).validate();
   for (auto [key, p] : {std::pair{"model.dropout", m.dropout},
                         {"model.attention_dropout", m.attention_dropout},
                         {"model.relu_dropout", m.relu_dropout}}) {
     check_range(p >= 0 && p < 1, key, p, "0 <= p < 1");
   }
+  // Upper bounds (d_model, d_ff, layers) are the model's own.
+  transformer_config(c, 8).validate();
 
   const auto& d = c.data;
   ATTN_CHECK(d.synthetic.empty() || d.synthetic == "copy" || d.synthetic == "reverse",
@@ -421,7 +421,7 @@ void validate(const Config& c) {
                      t.valid_metrics.end(),
              "config: train.best_metric is bleu but train.valid_metrics does not include bleu");
   check_range(t.valid_beam >= 1 && t.valid_beam <= decode::BeamOptions::kMaxBeam,
-              "train.valid_beam", t.valid_beam, ">= 1 and at most 1024");
+              "train.valid_beam", t.valid_beam, ">= 1 and at most 65536");
   check_range(t.patience >= 0, "train.patience", t.patience, ">= 0 (0 disables)");
   check_range(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 disables)");
   ATTN_CHECK(t.average_last <= t.keep_last, "config: train.average_last (", t.average_last,
@@ -445,7 +445,7 @@ void validate(const Config& c) {
               "train.loss_scale_min", t.loss_scale_min, "> 0 and <= train.loss_scale_init");
 
   check_range(c.decode.beam >= 1 && c.decode.beam <= decode::BeamOptions::kMaxBeam, "decode.beam",
-              c.decode.beam, ">= 1 and at most 1024");
+              c.decode.beam, ">= 1 and at most 65536");
   check_range(c.decode.alpha >= 0, "decode.alpha", c.decode.alpha, ">= 0");
   check_range(c.decode.max_len_a >= 0, "decode.max_len_a", c.decode.max_len_a, ">= 0");
   check_range(c.decode.max_len_b >= 0, "decode.max_len_b", c.decode.max_len_b, ">= 0");
