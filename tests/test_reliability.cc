@@ -298,6 +298,7 @@ TEST_CASE("sizes that overflow or cannot be allocated are errors, not crashes",
         {"data.synthetic_vocab=5000000000", "data.synthetic_vocab"},
         {"data.vocab_size=1e10", "data.vocab_size"},
         {"decode.beam=100000000", "decode.beam"},
+        {"decode.max_len_a=1e300", "decode.max_len_a"},
         {"model.d_ff=9223372036854775807", "model.d_ff"},
         {"model.d_ff=1e30", "below 2^63"},
     };
@@ -565,6 +566,10 @@ TEST_CASE("errors name the file, key or setting in the user's words", "[reliabil
     r = run_attn_capture({"translate", "-m", ck, "--beam", "abc"}, "5 6 7\n");
     check_one_line_error(r);
     CHECK_THAT(r.err, Contains("--beam"));
+    // A length limit a * len + b beyond any integer is refused, not decoded into nothing.
+    r = run_attn_capture({"translate", "-m", ck, "--max-len-a", "1e300"}, "5 6 7\n");
+    check_one_line_error(r);
+    CHECK_THAT(r.err, Contains("max_len_a must be at most"));
   }
   SECTION("an unknown command is named") {
     auto r = run_attn_capture({"trian", "-c", copy_yaml});

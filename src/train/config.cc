@@ -447,8 +447,10 @@ void validate(const Config& c) {
   check_range(c.decode.beam >= 1 && c.decode.beam <= decode::BeamOptions::kMaxBeam, "decode.beam",
               c.decode.beam, ">= 1 and at most 65536");
   check_range(c.decode.alpha >= 0, "decode.alpha", c.decode.alpha, ">= 0");
-  check_range(c.decode.max_len_a >= 0, "decode.max_len_a", c.decode.max_len_a, ">= 0");
-  check_range(c.decode.max_len_b >= 0, "decode.max_len_b", c.decode.max_len_b, ">= 0");
+  check_range(c.decode.max_len_a >= 0 && c.decode.max_len_a <= decode::BeamOptions::kMaxLenA,
+              "decode.max_len_a", c.decode.max_len_a, ">= 0 and at most 1024");
+  check_range(c.decode.max_len_b >= 0 && c.decode.max_len_b <= decode::BeamOptions::kMaxLenB,
+              "decode.max_len_b", c.decode.max_len_b, ">= 0 and at most 2^20");
 }
 
 std::vector<std::pair<std::string, std::string>> config_values(const Config& config) {
