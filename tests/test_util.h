@@ -110,10 +110,17 @@ struct CommandResult {
 };
 
 // Starts the attn binary with `args` and extra environment entries ("NAME=value"), with
-// stdin, stdout and stderr opened from/to the given paths; returns its pid.
+// stdin, stdout and stderr opened from/to the given paths; returns its pid. A non-empty
+// `shell_setup` runs first in /bin/sh, which then execs attn: resource limits such as
+// "ulimit -v 1048576" (allocations beyond it fail the same way on every machine, whatever
+// its overcommit policy) or "trap '' XFSZ; ulimit -f 64" (writes beyond it fail like a full
+// disk).
 inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<std::string>& env,
-                        const std::string& in, const std::string& out, const std::string& err) {
+                        const std::string& in, const std::string& out, const std::string& err,
+                        const std::string& shell_setup = "") {
   std::vector<std::string> all = {ATTN_BINARY};
+  if (!shell_setup.empty())
+    all = {"/bin/sh", "-c", shell_setup + " && exec \"$0\" \"$@\"", ATTN_BINARY};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : all) argv.push_back(a.data());
@@ -130,21 +137,27 @@ inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid;
-  const int rc = posix_spawn(&pid, ATTN_BINARY, &fa, nullptr, argv.data(), envp.data());
+  const int rc = posix_spawn(&pid, all[0].c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
   REQUIRE(rc == 0);
   return pid;
 }
 
-// Runs the attn binary with `args`, feeding `input` on stdin, capturing stdout and stderr.
+// Runs the attn binary with `args`, feeding `input` on stdin, capturing stdout (unless
+// `stdout_path` names where it goes instead, e.g. /dev/full) and stderr; `shell_setup` as for
+// spawn_attn.
 inline CommandResult run_attn_capture(const std::vector<std::string>& args,
-                                      const std::string& input = "") {
+                                      const std::string& input = "",
+                                      const std::string& stdout_path = "",
+                                      const std::string& shell_setup = "") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("attn_cmd_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path in = dir / "in", out = dir / "out", err = dir / "err";
   std::ofstream(in, std::ios::binary) << input;
-  const pid_t pid = spawn_attn(args, {}, in.string(), out.string(), err.string());
+  const pid_t pid = spawn_attn(args, {}, in.string(),
+                               stdout_path.empty() ? out.string() : stdout_path, err.string(),
+                               shell_setup);
   CommandResult r;
   waitpid(pid, &r.status, 0);
   auto slurp = [](const fs::path& p) {
@@ -153,7 +166,7 @@ inline CommandResult run_attn_capture(const std::vector<std::string>& args,
     ss << f.rdbuf();
     return ss.str();
   };
-  r.out = slurp(out);
+  r.out = stdout_path.empty() ? slurp(out) : "";
   r.err = slurp(err);
   return r;
 }

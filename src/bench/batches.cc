@@ -9,7 +9,10 @@
 
 #include "bench/common.h"
 #include "core/error.h"
+#include "core/file.h"
+#include "data/batcher.h"
 #include "data/vocab.h"
+#include "nn/config.h"
 
 namespace attn::bench {
 
@@ -102,7 +105,14 @@ BatchFile generate_batches(const BatchGenOptions& opt) {
   ATTN_CHECK(opt.vocab > 4,
              "bench batches: the vocabulary must be > 4 (ids 0..3 are special), got ", opt.vocab);
   ATTN_CHECK(opt.max_len >= 1, "bench batches: max_len must be >= 1, got ", opt.max_len);
-  ATTN_CHECK(opt.max_tokens >= 1, "bench batches: --tokens must be >= 1, got ", opt.max_tokens);
+  ATTN_CHECK(opt.max_tokens >= 1 && opt.max_tokens <= data::kMaxBatchTokens,
+             "bench batches: --tokens must be between 1 and ", data::kMaxBatchTokens, ", got ",
+             opt.max_tokens);
+  ATTN_CHECK(opt.vocab <= nn::TransformerConfig::kMaxVocab, "bench batches: --vocab must be at most ",
+             nn::TransformerConfig::kMaxVocab, ", got ", opt.vocab);
+  // The lengths of every sentence are held (and written) at once.
+  ATTN_CHECK(opt.count <= (int64_t{1} << 30) / opt.max_tokens, "bench batches: --count ",
+             opt.count, " x --tokens ", opt.max_tokens, " is more than 2^30 tokens");
   const int64_t max_len = std::min(opt.max_len, opt.max_tokens);
   BatchFile f;
   f.max_tokens = opt.max_tokens;
@@ -174,10 +184,7 @@ BatchFile batch_file_from_json(const json& j) {
 }
 
 void write_batch_file(const std::string& path, const BatchFile& f) {
-  std::ofstream out(path);
-  ATTN_CHECK(out, "cannot write ", path);
-  out << to_json(f).dump() << "\n";
-  ATTN_CHECK(out.good(), "writing ", path, " failed");
+  write_file(path, to_json(f).dump() + "\n", "batch file");
 }
 
 BatchFile read_batch_file(const std::string& path) {
@@ -186,8 +193,8 @@ BatchFile read_batch_file(const std::string& path) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::exception& e) {
-    ATTN_FAIL(path, ": not valid JSON: ", e.what());
+  } catch (const json::parse_error& e) {
+    ATTN_FAIL(path, ": not valid JSON (byte ", e.byte, ")");
   }
   try {
     return batch_file_from_json(j);

@@ -10,6 +10,7 @@
 
 #include "bench/common.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"
 #include "ops/layer_norm.h"
@@ -443,10 +444,7 @@ int run_bench_kernels_command(const std::string& device, const std::string& json
   const KernelBenchReport rep = run_kernel_bench(opt);
   std::cout << format_kernel_table(rep) << std::flush;
   if (!json_path.empty()) {
-    std::ofstream f(json_path);
-    ATTN_CHECK(f, "bench kernels: cannot write ", json_path);
-    f << dump_kernel_json(to_json(rep));
-    ATTN_CHECK(f.good(), "bench kernels: writing ", json_path, " failed");
+    write_file(json_path, dump_kernel_json(to_json(rep)), "bench kernels JSON report");
   }
   return rep.ok() ? 0 : 1;
 }

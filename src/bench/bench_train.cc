@@ -10,6 +10,7 @@
 #include "bench/common.h"
 #include "core/allocator.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "dist/communicator.h"
 #include "nn/transformer.h"
 #include "train/model_config.h"
@@ -245,10 +246,7 @@ int run_bench_train_command(const std::string& config_path,
   const TrainBenchResult r = run_train_bench(o);
   std::cout << format_train_result(r) << std::flush;
   if (!flags.json_path.empty()) {
-    std::ofstream f(flags.json_path);
-    ATTN_CHECK(f, "bench train: cannot write ", flags.json_path);
-    f << to_json(r).dump(1) << "\n";
-    ATTN_CHECK(f.good(), "bench train: writing ", flags.json_path, " failed");
+    write_file(flags.json_path, to_json(r).dump(1) + "\n", "bench train JSON report");
   }
   return 0;
 }

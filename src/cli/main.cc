@@ -5,14 +5,17 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <new>
 #include <omp.h>
+#include <utility>
 
 #include "bench/batches.h"
 #include "bench/bench_kernels.h"
 #include "bench/bench_train.h"
 #include "core/device.h"
-#include "kernels/gemm.h"
 #include "core/error.h"
+#include "core/file.h"
+#include "kernels/gemm.h"
 #include "dist/launch.h"
 #include "eval/cli_commands.h"
 #include "train/average.h"
@@ -56,11 +59,11 @@ int run_info(const std::string& path) {
   int64_t params = 0;
   for (const auto& [name, t] : ck.model) params += t.numel();
   std::cout << "checkpoint: " << ck.path << "\n"
-            << "step: " << ck.trainer_state.value("step", int64_t{-1}) << "\n"
+            << "step: " << ck.state.step << "\n"
             << "parameters: " << params << " in " << ck.model.size() << " tensors\n"
             << "vocabulary: " << (ck.spm_model.empty() ? "none (synthetic task)" : "spm.model")
             << "\n"
-            << "state: " << ck.trainer_state.dump() << "\n"
+            << "state: " << ck.state.to_json().dump() << "\n"
             << "config:\n"
             << ck.config_yaml;
   return 0;
@@ -187,32 +190,62 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "-lc") == 0) argv[i] = const_cast<char*>("--lc");
 
+  // Usage errors are one line too, and name what was not understood.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("attn: error: ") + e.what() + " (see attn --help)\n";
+  });
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : std::as_const(app).get_subcommands([](const CLI::App*) { return true; })) {
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+      found |= sub->get_name() == argv[1];
+    }
+    if (!found) {
+      std::fprintf(stderr, "attn: error: unknown command '%s' (commands: %s)\n", argv[1],
+                   known.c_str());
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 1;  // --help and --version succeed; usage errors are errors
   }
   try {
-    if (devices->parsed()) return run_devices();
-    if (train->parsed()) return run_train(config_path, overrides, flags);
-    if (average->parsed()) return run_average(average_out, average_in);
-    if (info->parsed()) return run_info(info_path);
-    if (translate->parsed())
-      return attn::train::run_translate(tr_model, tr_input, tr_output, tr_opt);
-    if (bleu->parsed())
-      return attn::eval::run_bleu_command(eval_files, eval_lowercase, eval_json, std::cout);
-    if (bench_kernels->parsed())
-      return attn::bench::run_bench_kernels_command(bk_device, bk_json, bk_quick, bk_warmup,
-                                                    bk_reps);
-    if (bench_batches->parsed()) return attn::bench::run_bench_batches_command(bb_out, bb_opt);
-    if (bench_train->parsed())
-      return attn::bench::run_bench_train_command(bt_config, bt_overrides, bt_flags);
-    if (chrf->parsed())
-      return attn::eval::run_chrf_command(eval_files, eval_lowercase, eval_json, std::cout);
+    const int rc = [&] {
+      if (devices->parsed()) return run_devices();
+      if (train->parsed()) return run_train(config_path, overrides, flags);
+      if (average->parsed()) return run_average(average_out, average_in);
+      if (info->parsed()) return run_info(info_path);
+      if (translate->parsed())
+        return attn::train::run_translate(tr_model, tr_input, tr_output, tr_opt);
+      if (bleu->parsed())
+        return attn::eval::run_bleu_command(eval_files, eval_lowercase, eval_json, std::cout);
+      if (bench_kernels->parsed())
+        return attn::bench::run_bench_kernels_command(bk_device, bk_json, bk_quick, bk_warmup,
+                                                      bk_reps);
+      if (bench_batches->parsed()) return attn::bench::run_bench_batches_command(bb_out, bb_opt);
+      if (bench_train->parsed())
+        return attn::bench::run_bench_train_command(bt_config, bt_overrides, bt_flags);
+      if (chrf->parsed())
+        return attn::eval::run_chrf_command(eval_files, eval_lowercase, eval_json, std::cout);
+      return 0;
+    }();
+    // Every command's result on standard output must have arrived (a full disk, a closed
+    // pipe); files are checked where they are written (attn::write_file).
+    attn::check_standard_output();
+    return rc;
   } catch (const attn::Error& e) {
     std::fprintf(stderr, "attn: error: %s\n", e.what());
     // One failing rank must take the job down; returning would leave the others waiting in
     // their next collective forever.
+    if (attn::dist::mpi_active()) attn::dist::abort_job(1);
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // Tensors report their own size and shape; this is any other allocation.
+    std::fprintf(stderr, "attn: error: out of memory (an allocation outside the tensors "
+                         "failed; a size setting is probably too large)\n");
     if (attn::dist::mpi_active()) attn::dist::abort_job(1);
     return 1;
   } catch (const std::exception& e) {
@@ -220,5 +253,4 @@ int main(int argc, char** argv) {
     if (attn::dist::mpi_active()) attn::dist::abort_job(2);
     return 2;
   }
-  return 0;
 }

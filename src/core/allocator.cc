@@ -37,11 +37,11 @@ class CpuAllocator final : public Allocator {
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
     const size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
-    void* p = std::aligned_alloc(kCpuAlignment, rounded);
+    void* p = rounded >= bytes ? std::aligned_alloc(kCpuAlignment, rounded) : nullptr;
     if (!p) {
-      throw OutOfMemoryError(detail::str_cat("out of host memory: asked for ", bytes,
-                                             " bytes with ", stats().current_bytes,
-                                             " bytes in use (peak ", stats().peak_bytes, ")"));
+      throw OutOfMemoryError(detail::str_cat(
+          "out of host memory: asked for ", format_bytes(static_cast<double>(bytes)), " with ",
+          format_bytes(static_cast<double>(stats().current_bytes)), " in use"));
     }
     tracker_.on_allocate(bytes);
     return p;
@@ -65,8 +65,8 @@ class CpuAllocator final : public Allocator {
 class CpuRawMemory final : public RawMemory {
  public:
   void* allocate(size_t bytes) override {
-    return std::aligned_alloc(kCpuAlignment,
-                              (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment);
+    const size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
+    return rounded >= bytes ? std::aligned_alloc(kCpuAlignment, rounded) : nullptr;
   }
   void release(void* ptr, size_t) override { std::free(ptr); }
   std::string out_of_memory_message(size_t bytes, const AllocatorStats& s) const override {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "core/allocator.h"
 #include "core/cuda_backend.h"
 #include "core/dispatch.h"
 #include "core/grad_mode.h"
@@ -14,8 +15,20 @@ namespace attn {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    ATTN_CHECK(d >= 0, "Tensor: negative dimension in shape ", shape);
+    ATTN_CHECK(!__builtin_mul_overflow(n, d, &n), "Tensor: shape ", shape,
+               " has more elements than fit in 64 bits");
+  }
   return n;
+}
+
+size_t shape_nbytes(const Shape& shape, DType dtype) {
+  size_t bytes = 0;
+  ATTN_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape_numel(shape)), dtype_size(dtype),
+                                     &bytes),
+             "Tensor: shape ", shape, " of ", dtype, " has more bytes than fit in 64 bits");
+  return bytes;
 }
 
 std::string shape_str(const Shape& shape) { return detail::str_cat(shape); }
@@ -23,9 +36,15 @@ std::string shape_str(const Shape& shape) { return detail::str_cat(shape); }
 namespace {
 
 std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) ATTN_CHECK(d >= 0, "Tensor: negative dimension in shape ", shape);
+  const size_t bytes = shape_nbytes(shape, dtype);
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  try {
+    impl->storage = std::make_shared<Storage>(bytes, device);
+  } catch (const OutOfMemoryError& e) {
+    throw OutOfMemoryError(detail::str_cat("cannot allocate a ", dtype, " tensor of shape ", shape,
+                                           " (", format_bytes(static_cast<double>(bytes)),
+                                           ") on ", device, ": ", e.what()));
+  }
   impl->shape = shape;
   impl->dtype = dtype;
   return impl;
@@ -97,31 +116,49 @@ Tensor Tensor::from_ints(const std::vector<int32_t>& values, const Shape& shape,
   return t.to(device);
 }
 
+namespace {
+
+// Fills a new tensor from value(i) through a small double buffer: the tensor is allocated
+// (and its size checked) first, and no n-sized temporary is needed.
+template <class F>
+Tensor generate(const Shape& shape, DType dtype, Device device, F&& value) {
+  Tensor t = Tensor::empty(shape, dtype, Device::cpu());
+  const int64_t n = t.numel();
+  constexpr int64_t kChunk = 1 << 14;
+  std::vector<double> buf(static_cast<size_t>(std::min(n, kChunk)));
+  char* dst = static_cast<char*>(t.raw_data());
+  for (int64_t start = 0; start < n; start += kChunk) {
+    const int64_t count = std::min(kChunk, n - start);
+    for (int64_t i = 0; i < count; ++i) buf[static_cast<size_t>(i)] = value(start + i);
+    cast_on_device(buf.data(), kF64, dst + start * dtype_size(dtype), dtype, count,
+                   Device::cpu());
+  }
+  return t.to(device);
+}
+
+}  // namespace
+
 Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype,
                        Device device) {
   const int64_t n = shape_numel(shape);
   const uint64_t off = gen.reserve(static_cast<uint64_t>(n));
-  std::vector<double> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    // 53-bit uniform from two 32-bit draws of consecutive lanes would need 2n values; 24 bits
-    // are enough for initialisation and test inputs.
-    v[i] = low + (high - low) * philox_uniform(gen.seed(), off, static_cast<uint64_t>(i));
-  }
-  return from_vector(v, shape, dtype, device);
+  // 53-bit uniform from two 32-bit draws of consecutive lanes would need 2n values; 24 bits
+  // are enough for initialisation and test inputs.
+  return generate(shape, dtype, device, [&](int64_t i) {
+    return low + (high - low) * philox_uniform(gen.seed(), off, static_cast<uint64_t>(i));
+  });
 }
 
 Tensor Tensor::normal(const Shape& shape, double mean, double std, Generator& gen, DType dtype,
                       Device device) {
   const int64_t n = shape_numel(shape);
   const uint64_t off = gen.reserve(2 * static_cast<uint64_t>(n));
-  std::vector<double> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
+  return generate(shape, dtype, device, [&](int64_t i) {
     // Box-Muller; u1 in (0, 1] so the log is finite.
     const double u1 = 1.0 - philox_uniform(gen.seed(), off, 2 * static_cast<uint64_t>(i));
     const double u2 = philox_uniform(gen.seed(), off, 2 * static_cast<uint64_t>(i) + 1);
-    v[i] = mean + std * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-  }
-  return from_vector(v, shape, dtype, device);
+    return mean + std * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+  });
 }
 
 const Shape& Tensor::shape() const {

@@ -21,7 +21,11 @@ namespace attn {
 
 using Shape = std::vector<int64_t>;
 
+// Elements of a shape; a negative dimension or a count beyond int64 is an error naming the
+// shape (sizes from configs and files must never wrap around into a small allocation).
 int64_t shape_numel(const Shape& shape);
+// Bytes of a tensor of that shape and dtype, checked the same way.
+size_t shape_nbytes(const Shape& shape, DType dtype);
 std::string shape_str(const Shape& shape);
 
 namespace autograd {

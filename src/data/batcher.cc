@@ -21,7 +21,8 @@ int64_t tgt_cost(const Dataset& d, int64_t i) {
 }
 
 void check_options(const BatcherOptions& opt) {
-  ATTN_CHECK(opt.max_tokens > 0, "batcher: max_tokens must be > 0, got ", opt.max_tokens);
+  ATTN_CHECK(opt.max_tokens > 0 && opt.max_tokens <= kMaxBatchTokens,
+             "batcher: max_tokens must be in [1, ", kMaxBatchTokens, "], got ", opt.max_tokens);
   ATTN_CHECK(opt.max_sentences >= 0, "batcher: max_sentences must be >= 0, got ",
              opt.max_sentences);
   ATTN_CHECK(opt.world >= 1 && opt.rank >= 0 && opt.rank < opt.world, "batcher: rank ", opt.rank,

@@ -25,8 +25,12 @@ struct Batch {
   std::vector<int64_t> indices;  // dataset index of each row
 };
 
+// The largest max_tokens accepted anywhere (data.max_tokens, --max-tokens): far above what
+// any device holds, low enough that token arithmetic cannot overflow.
+constexpr int64_t kMaxBatchTokens = int64_t{1} << 24;
+
 struct BatcherOptions {
-  // Upper bound on max(B * S, B * T), padding included.
+  // Upper bound on max(B * S, B * T), padding included; at most kMaxBatchTokens.
   int64_t max_tokens = 4096;
   int64_t max_sentences = 0;  // upper bound on B; 0 = none
   bool shuffle = true;        // seeded tie-breaking among equal lengths and batch order

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "data/corpus.h"
 #include "data/hash.h"
 
@@ -40,6 +41,8 @@ class FileLineIterator : public sentencepiece::SentenceIterator {
     return sentencepiece::util::Status(sentencepiece::util::StatusCode::kInternal, error_);
   }
   const std::string& error() const { return error_; }
+  // Whether any line read so far had a character other than spaces and tabs.
+  bool saw_text() const { return saw_text_; }
 
  private:
   void advance() {
@@ -67,6 +70,7 @@ class FileLineIterator : public sentencepiece::SentenceIterator {
         } catch (const Error& e) {
           fail(e.what());
         }
+        saw_text_ = saw_text_ || line_.find_first_not_of(" \t\f\v") != std::string::npos;
         return;
       }
       if (in_.bad()) {
@@ -90,6 +94,7 @@ class FileLineIterator : public sentencepiece::SentenceIterator {
   std::string line_;
   std::string error_;
   bool done_ = false;
+  bool saw_text_ = false;
 };
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
@@ -100,21 +105,8 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     ATTN_CHECK(!dir_ec, "cannot create directory '", target.parent_path().string(),
                "' for SentencePiece model '", path, "': ", dir_ec.message());
   }
-  // The pid keeps concurrent writers (several ranks) from sharing a temporary file.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    ATTN_CHECK(out, "cannot write '", tmp, "': ", std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.close();
-    ATTN_CHECK(out, "cannot write '", tmp, "': ", std::strerror(errno));
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp);
-    ATTN_FAIL("cannot rename '", tmp, "' to '", path, "': ", ec.message());
-  }
+  // Atomic: concurrent writers (several ranks) each write their own temporary file.
+  write_file(path, bytes, "SentencePiece model");
 }
 
 const sentencepiece::SentencePieceProcessor& processor(
@@ -204,6 +196,13 @@ Vocab Vocab::train(const std::vector<std::string>& files, const std::string& mod
   std::string model;
   const auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model);
   if (!lines.error().empty()) ATTN_FAIL(lines.error());
+  if (!lines.saw_text()) {
+    std::string names;
+    for (const std::string& f : files) names += (names.empty() ? "'" : ", '") + f + "'";
+    ATTN_FAIL("cannot train the SentencePiece model '", model_path, "': ", names,
+              files.size() > 1 ? " contain" : " contains",
+              " no text (every line is empty or blank)");
+  }
   ATTN_CHECK(status.ok(), "SentencePiece training for '", model_path,
              "' failed: ", status.ToString());
   write_file_atomically(model_path, model);

@@ -67,12 +67,17 @@ double length_penalty(int64_t length, double alpha) {
 
 void BeamOptions::validate(int64_t tgt_vocab) const {
   ATTN_CHECK(beam >= 1, "beam_search: beam must be >= 1, got ", beam);
+  ATTN_CHECK(beam <= kMaxBeam, "beam_search: beam must be at most ", kMaxBeam, ", got ", beam);
   ATTN_CHECK(nbest >= 1 && nbest <= beam, "beam_search: nbest must be in [1, beam = ", beam,
              "], got ", nbest);
   ATTN_CHECK(std::isfinite(alpha), "beam_search: alpha must be finite, got ", alpha);
   ATTN_CHECK(std::isfinite(max_len_a) && max_len_a >= 0,
              "beam_search: max_len_a must be >= 0, got ", max_len_a);
+  ATTN_CHECK(max_len_a <= kMaxLenA, "beam_search: max_len_a must be at most ", kMaxLenA, ", got ",
+             max_len_a);
   ATTN_CHECK(max_len_b >= 0, "beam_search: max_len_b must be >= 0, got ", max_len_b);
+  ATTN_CHECK(max_len_b <= kMaxLenB, "beam_search: max_len_b must be at most ", kMaxLenB, ", got ",
+             max_len_b);
   for (auto [name, id] : {std::pair{"bos", bos}, std::pair{"eos", eos}, std::pair{"pad", pad}}) {
     ATTN_CHECK(id >= 0 && id < tgt_vocab, "beam_search: ", name, " = ", id,
                " is not a token id of the target vocabulary [0, ", tgt_vocab, ")");

@@ -54,6 +54,10 @@ struct BeamOptions {
 
   // Throws attn::Error naming the offending option; tgt_vocab bounds the token ids.
   void validate(int64_t tgt_vocab) const;
+  // Bounds far above use that keep the length limit a * src_len + b an exact integer.
+  static constexpr int64_t kMaxBeam = int64_t{1} << 16;
+  static constexpr double kMaxLenA = 1024;
+  static constexpr int64_t kMaxLenB = int64_t{1} << 20;
 };
 
 struct Hypothesis {

@@ -19,8 +19,17 @@ struct TransformerConfig {
   double layer_norm_eps = 1e-5;
 
   // Throws attn::Error naming the offending field ("model.d_model must be divisible by
-  // model.heads (512 % 7 != 0)").
+  // model.heads (512 % 7 != 0)"). Sizes are also bounded (kMax*), far above any real model,
+  // so that size arithmetic cannot overflow.
   void validate() const;
+
+  // Parameters the model has (the sum of every weight's element count).
+  int64_t parameter_count() const;
+
+  static constexpr int64_t kMaxVocab = int64_t{1} << 24;
+  static constexpr int64_t kMaxDModel = int64_t{1} << 16;
+  static constexpr int64_t kMaxDFF = int64_t{1} << 20;
+  static constexpr int64_t kMaxLayers = 1024;
 };
 
 }  // namespace attn::nn

@@ -121,6 +121,10 @@ void Module::load_parameters(const std::map<std::string, Tensor>& values, bool s
                "' is undefined");
     ATTN_CHECK(it->second.shape() == p.shape(), "checkpoint parameter '", name, "' has shape ",
                it->second.shape(), " but the model expects ", p.shape());
+    // A different dtype is a different file than the one written for this model: converting
+    // it silently would hide a damaged or foreign checkpoint.
+    ATTN_CHECK(it->second.dtype() == p.dtype(), "checkpoint parameter '", name, "' is ",
+               it->second.dtype(), " but the model's parameter is ", p.dtype());
   }
   for (const auto& [name, t] : values) {
     ATTN_CHECK(!strict || known.count(name), "load_parameters: checkpoint parameter '", name,

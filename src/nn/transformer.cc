@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "autograd/functions.h"
+#include "core/allocator.h"
 #include "ops/index.h"
 
 namespace attn::nn {
@@ -35,7 +36,7 @@ void check_memory(const char* where, const Tensor& memory, int64_t d_model) {
 
 }  // namespace
 
-Transformer::Transformer(const TransformerConfig& cfg, Generator& init_gen)
+Transformer::Transformer(const TransformerConfig& cfg, Generator& init_gen) try
     : config_(validated(cfg)), embed_scale_(std::sqrt(static_cast<double>(cfg.d_model))) {
   src_embed_ = register_module("src_embed",
                                std::make_shared<Embedding>(cfg.src_vocab, cfg.d_model, init_gen));
@@ -51,6 +52,14 @@ Transformer::Transformer(const TransformerConfig& cfg, Generator& init_gen)
     out_proj_ = register_module(
         "out_proj", std::make_shared<Linear>(cfg.d_model, cfg.tgt_vocab, false, init_gen));
   }
+} catch (const OutOfMemoryError& e) {
+  // Name the settings that decide the size, and the whole amount.
+  const int64_t n = cfg.parameter_count();
+  throw OutOfMemoryError(detail::str_cat(
+      "the model does not fit in memory: model.d_model = ", cfg.d_model, ", model.d_ff = ",
+      cfg.d_ff, ", ", cfg.encoder_layers, "+", cfg.decoder_layers, " layers and a vocabulary of ",
+      cfg.src_vocab, " make ", n, " parameters (", format_bytes(4.0 * static_cast<double>(n)),
+      " in f32); ", e.what()));
 }
 
 Tensor Transformer::encode(const Tensor& src, const Tensor& src_lengths) {

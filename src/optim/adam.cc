@@ -106,8 +106,8 @@ void Adam::load_state(const std::map<std::string, Tensor>& tensors, int64_t step
                  "Adam::load_state: '", key, "' has shape ",
                  it->second.defined() ? it->second.shape() : Shape{}, " but parameter '", s.name,
                  "' has shape ", s.param.shape());
-      ATTN_CHECK(is_floating(it->second.dtype()), "Adam::load_state: '", key, "' is ",
-                 it->second.dtype(), ", expected a floating tensor");
+      ATTN_CHECK(it->second.dtype() == dst->dtype(), "Adam::load_state: '", key, "' is ",
+                 it->second.dtype(), " but the optimizer keeps it as ", dst->dtype());
       copies.emplace_back(dst, &it->second);
     }
   }

@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/file.h"
 #include "data/corpus.h"
 #include "io/safetensors.h"
 
@@ -24,15 +25,6 @@ std::string step_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
   return buf;
-}
-
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  ATTN_CHECK(fd >= 0, "cannot open '", path, "' to sync it: ", std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  ATTN_CHECK(rc == 0, "fsync of '", path, "' failed: ", std::strerror(err));
 }
 
 // Points `link` at `target` (a name relative to the link's directory) atomically.
@@ -64,7 +56,7 @@ void crash_point_for_tests(const char* name) {
 }
 
 int64_t parse_step(const std::string& name) {
-  if (name.rfind("step-", 0) != 0 || name.size() <= 5) return -1;
+  if (name.rfind("step-", 0) != 0 || name.size() <= 5 || name.size() > 5 + 18) return -1;
   for (size_t i = 5; i < name.size(); ++i)
     if (!std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
   return std::stoll(name.substr(5));
@@ -72,15 +64,34 @@ int64_t parse_step(const std::string& name) {
 
 }  // namespace
 
-void write_file_synced(const std::string& path, const std::string& content) {
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    ATTN_CHECK(out.good(), "cannot write '", path, "': ", std::strerror(errno));
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.flush();
-    ATTN_CHECK(out.good(), "writing '", path, "' failed (disk full?)");
+std::vector<std::string> step_checkpoints(const std::string& checkpoints_dir) {
+  std::vector<std::pair<int64_t, std::string>> steps;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(checkpoints_dir, ec)) {
+    if (e.is_symlink(ec) || !e.is_directory(ec)) continue;
+    const int64_t s = parse_step(e.path().filename().string());
+    if (s >= 0) steps.emplace_back(s, e.path().string());
   }
-  fsync_path(path, false);
+  std::sort(steps.begin(), steps.end());
+  std::vector<std::string> out;
+  for (auto& [step, path] : steps) out.push_back(std::move(path));
+  return out;
+}
+
+void write_checkpoint_files(const std::string& dir, const CheckpointData& data) {
+  const fs::path d(dir);
+  io::save_safetensors((d / "model.safetensors").string(), data.model,
+                       {{"format", "pt"}, {"attn.kind", "model"}});
+  crash_point_for_tests("checkpoint_mid_write");
+  io::save_safetensors((d / "optimizer.safetensors").string(), data.optimizer,
+                       {{"attn.kind", data.optimizer.empty() ? "none" : "optimizer"}});
+  const WriteFileOptions in_place{.atomic = false, .sync = true};
+  write_file((d / "trainer_state.json").string(), data.state.to_json().dump(2) + "\n",
+             "checkpoint state", in_place);
+  write_file((d / "config.yaml").string(), data.config_yaml, "checkpoint config", in_place);
+  if (!data.spm_model.empty())
+    write_file((d / "spm.model").string(), data.spm_model, "checkpoint vocabulary", in_place);
+  sync_path(dir, true);
 }
 
 CheckpointManager::CheckpointManager(std::string dir, int64_t keep_last)
@@ -98,67 +109,76 @@ std::optional<std::string> CheckpointManager::best() const {
   return resolve_link(fs::path(dir_) / "best");
 }
 
+void CheckpointManager::set_latest(const std::string& checkpoint) {
+  replace_symlink(fs::path(dir_) / "latest", fs::path(checkpoint).filename().string());
+  sync_path(dir_, true);
+}
+
+std::string CheckpointManager::set_aside(const std::string& checkpoint) {
+  std::error_code ec;
+  fs::path aside = checkpoint + ".damaged";
+  for (int i = 2; fs::exists(aside, ec) || fs::is_symlink(aside, ec); ++i)
+    aside = checkpoint + ".damaged-" + std::to_string(i);
+  fs::rename(checkpoint, aside, ec);
+  ATTN_CHECK(!ec, "cannot move the damaged checkpoint '", checkpoint, "' aside: ", ec.message());
+  return aside.string();
+}
+
 std::string CheckpointManager::save(int64_t step, const CheckpointData& data, bool is_best) {
   const std::string name = step_name(step);
   const fs::path final_dir = fs::path(dir_) / name;
   const fs::path tmp_dir = fs::path(dir_) / (name + ".tmp");
   std::error_code ec;
+  const bool exists = fs::exists(fs::symlink_status(final_dir, ec));
+  const bool ours = std::find(written_.begin(), written_.end(), step) != written_.end();
+  // Another run's checkpoint (or one a resume passed over) is not ours to replace.
+  ATTN_CHECK(!exists || ours, "cannot save checkpoint step ", step, ": '", final_dir.string(),
+             "' already exists and was not written by this run (is another run using ",
+             dir_, "?); move it away to continue");
   fs::remove_all(tmp_dir, ec);
   fs::create_directories(tmp_dir, ec);
   ATTN_CHECK(!ec, "cannot create '", tmp_dir.string(), "': ", ec.message());
+  write_checkpoint_files(tmp_dir.string(), data);
 
-  io::save_safetensors((tmp_dir / "model.safetensors").string(), data.model,
-                       {{"format", "pt"}, {"attn.kind", "model"}});
-  crash_point_for_tests("checkpoint_mid_write");
-  io::save_safetensors((tmp_dir / "optimizer.safetensors").string(), data.optimizer,
-                       {{"attn.kind", "optimizer"}});
-  write_file_synced((tmp_dir / "trainer_state.json").string(), data.trainer_state.dump(2) + "\n");
-  write_file_synced((tmp_dir / "config.yaml").string(), data.config_yaml);
-  if (!data.spm_model.empty()) write_file_synced((tmp_dir / "spm.model").string(), data.spm_model);
-  fsync_path(tmp_dir.string(), true);
-
-  if (fs::exists(final_dir)) {
-    // Re-saving a step (e.g. after a resume at the same step): swap the old one out first so
-    // there is never a moment without a complete directory under the final name's link.
+  if (exists) {
+    // Re-saving a step this run wrote: swap the old one out first so that `latest` always
+    // names a complete directory.
     const fs::path old = fs::path(dir_) / (name + ".old");
     fs::remove_all(old, ec);
-    if (latest() && fs::equivalent(*latest(), final_dir)) {
-      fs::rename(final_dir, old, ec);
-      ATTN_CHECK(!ec, "cannot move '", final_dir.string(), "' aside: ", ec.message());
-      replace_symlink(fs::path(dir_) / "latest", name + ".old");
-    } else {
-      fs::rename(final_dir, old, ec);
-    }
+    const auto current = latest();
+    const bool linked = current && fs::equivalent(*current, final_dir, ec);
+    fs::rename(final_dir, old, ec);
+    ATTN_CHECK(!ec, "cannot move '", final_dir.string(), "' aside: ", ec.message());
+    if (linked) replace_symlink(fs::path(dir_) / "latest", name + ".old");
   }
   fs::rename(tmp_dir, final_dir, ec);
   ATTN_CHECK(!ec, "cannot move '", tmp_dir.string(), "' into place: ", ec.message());
-  fsync_path(dir_, true);
+  sync_path(dir_, true);
+  if (!ours) written_.push_back(step);
   crash_point_for_tests("checkpoint_before_link");
   replace_symlink(fs::path(dir_) / "latest", name);
   if (is_best) replace_symlink(fs::path(dir_) / "best", name);
-  fsync_path(dir_, true);
+  sync_path(dir_, true);
   fs::remove_all(fs::path(dir_) / (name + ".old"), ec);
   prune();
   return final_dir.string();
 }
 
 void CheckpointManager::prune() {
-  std::vector<std::pair<int64_t, fs::path>> steps;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir_, ec)) {
-    if (!e.is_directory() || e.is_symlink()) continue;
     const std::string n = e.path().filename().string();
-    const int64_t s = parse_step(n);
-    if (s >= 0) steps.emplace_back(s, e.path());
     // Leftovers of an interrupted write.
-    if (n.size() > 4 && n.compare(n.size() - 4, 4, ".tmp") == 0) fs::remove_all(e.path(), ec);
+    if (n.ends_with(".tmp") && parse_step(n.substr(0, n.size() - 4)) >= 0 &&
+        !e.is_symlink(ec) && e.is_directory(ec))
+      fs::remove_all(e.path(), ec);
   }
-  std::sort(steps.begin(), steps.end());
+  const std::vector<std::string> steps = step_checkpoints(dir_);
   const auto keep_latest = latest();
   const auto keep_best = best();
   const int64_t excess = static_cast<int64_t>(steps.size()) - keep_last_;
   for (int64_t i = 0; i < excess; ++i) {
-    const fs::path& p = steps[i].second;
+    const fs::path p = steps[i];
     if ((keep_latest && fs::equivalent(*keep_latest, p, ec)) ||
         (keep_best && fs::equivalent(*keep_best, p, ec)))
       continue;
@@ -182,11 +202,7 @@ LoadedCheckpoint load_checkpoint(const std::string& path) {
   auto opt = io::load_safetensors((dir / "optimizer.safetensors").string());
   ck.optimizer = std::move(opt.tensors);
   const std::string state_path = (dir / "trainer_state.json").string();
-  try {
-    ck.trainer_state = nlohmann::json::parse(data::read_file_bytes(state_path, "checkpoint state"));
-  } catch (const nlohmann::json::exception& e) {
-    ATTN_FAIL("checkpoint state '", state_path, "' is corrupt: ", e.what());
-  }
+  ck.state = TrainerState::parse(data::read_file_bytes(state_path, "checkpoint state"), state_path);
   ck.config_yaml = data::read_file_bytes((dir / "config.yaml").string(), "checkpoint config");
   if (fs::exists(dir / "spm.model"))
     ck.spm_model = data::read_file_bytes((dir / "spm.model").string(), "checkpoint vocabulary");

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -11,12 +12,26 @@
 #include <variant>
 
 #include "core/error.h"
+#include "data/batcher.h"
+#include "data/corpus.h"
+#include "decode/beam_search.h"
+#include "train/model_config.h"
 
 namespace attn::train {
 namespace {
 
+constexpr int64_t kMaxVocab = nn::TransformerConfig::kMaxVocab;
+
 using StringList = std::vector<std::string>;
 using FieldPtr = std::variant<int64_t*, uint64_t*, double*, bool*, std::string*, StringList*>;
+
+// The shortest text that reads back as the same double (the writer of every float key, so
+// that whatever validation accepts is written in a form the reader accepts).
+std::string format_double(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
 
 std::string join(const StringList& v) {
   std::string out;
@@ -180,17 +195,21 @@ void set_field(const FieldPtr& field, const std::string& key, const YAML::Node& 
                      ": expected true or false, got '", text, "'");
           *p = v;
         } else if constexpr (std::is_same_v<T, double>) {
-          double v;
-          ATTN_CHECK(YAML::convert<double>::decode(node, v), where, key,
-                     ": expected a number, got '", text, "'");
+          // No setting means anything with infinity or NaN (nor with 1e999, which reads as
+          // out of range), and the config written into checkpoints must read back.
+          double v = 0;
+          ATTN_CHECK(YAML::convert<double>::decode(node, v) && std::isfinite(v), where, key,
+                     ": expected a finite number, got '", text, "'");
           *p = v;
         } else {
           // Integers: accept "25000" and "2.5e4" when the value is integral.
           long double v;
           std::istringstream is(text);
           is >> v;
-          ATTN_CHECK(!is.fail() && is.eof() && v == static_cast<long double>(static_cast<int64_t>(v)),
-                     where, key, ": expected an integer, got '", text, "'");
+          const bool in_range = !is.fail() && std::fabs(v) < 0x1p63L;
+          ATTN_CHECK(in_range && is.eof() && v == static_cast<long double>(static_cast<int64_t>(v)),
+                     where, key, ": expected an integer",
+                     in_range || is.fail() ? "" : " below 2^63", ", got '", text, "'");
           if constexpr (std::is_same_v<T, uint64_t>) {
             ATTN_CHECK(v >= 0, where, key, ": expected a non-negative integer, got '", text, "'");
           }
@@ -203,18 +222,23 @@ void set_field(const FieldPtr& field, const std::string& key, const YAML::Node& 
 void apply_node(Config& c, const YAML::Node& node, const std::string& prefix,
                 const std::string& source) {
   for (const auto& kv : node) {
-    const std::string name = kv.first.as<std::string>();
-    const std::string key = prefix.empty() ? name : prefix + "." + name;
     const std::string where =
         source + ":" + std::to_string(kv.first.Mark().line + 1) + ": ";
-    if (kv.second.IsMap()) {
-      bool is_section = false;
-      for (const std::string& k : config_keys())
-        if (k.rfind(key + ".", 0) == 0) is_section = true;
-      ATTN_CHECK(is_section, where, unknown_key_message(key));
+    ATTN_CHECK(kv.first.IsScalar(), where, "a key must be a name such as d_model, got a ",
+               kv.first.IsMap() ? "mapping" : kv.first.IsSequence() ? "list" : "null");
+    const std::string& name = kv.first.Scalar();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    bool is_section = false;
+    for (const std::string& k : config_keys())
+      if (k.rfind(key + ".", 0) == 0) is_section = true;
+    if (is_section) {
+      if (kv.second.IsNull()) continue;  // "decode:" with nothing under it
+      ATTN_CHECK(kv.second.IsMap(), where, key, ": expected a section of keys (such as ", key,
+                 ".", "...: value), got a ", kv.second.IsSequence() ? "list" : "single value");
       apply_node(c, kv.second, key, source);
       continue;
     }
+    ATTN_CHECK(!kv.second.IsMap(), where, unknown_key_message(key));
     const FieldPtr f = find_field(c, key);
     ATTN_CHECK(!is_null(f), where, unknown_key_message(key));
     set_field(f, key, kv.second, where);
@@ -292,14 +316,16 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  ATTN_CHECK(in.good(), "cannot open config '", path, "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path, overrides);
+  // read_file_bytes names the path and the reason (missing, a directory, unreadable).
+  return parse_config(data::read_file_bytes(path, "config"), path, overrides);
 }
 
 void validate(const Config& c) {
+  Config copy = c;
+  visit_fields(copy, [](const char* key, auto* p) {
+    if constexpr (std::is_same_v<std::remove_pointer_t<decltype(p)>, double>)
+      check_range(std::isfinite(*p), key, *p, "a finite number");
+  });
   const auto& m = c.model;
   check_range(m.d_model > 0, "model.d_model", m.d_model, "> 0");
   check_range(m.heads > 0, "model.heads", m.heads, "> 0");
@@ -313,6 +339,8 @@ void validate(const Config& c) {
                         {"model.relu_dropout", m.relu_dropout}}) {
     check_range(p >= 0 && p < 1, key, p, "0 <= p < 1");
   }
+  // Upper bounds (d_model, d_ff, layers) are the model's own.
+  transformer_config(c, 8).validate();
 
   const auto& d = c.data;
   ATTN_CHECK(d.synthetic.empty() || d.synthetic == "copy" || d.synthetic == "reverse",
@@ -332,11 +360,21 @@ void validate(const Config& c) {
     check_range(d.synthetic_min_len >= 1, "data.synthetic_min_len", d.synthetic_min_len, ">= 1");
     check_range(d.synthetic_max_len >= d.synthetic_min_len, "data.synthetic_max_len",
                 d.synthetic_max_len, ">= data.synthetic_min_len");
+    check_range(d.synthetic_vocab <= kMaxVocab, "data.synthetic_vocab", d.synthetic_vocab,
+                "at most 2^24");
+    // Both sets are generated into memory: bound their tokens (2^31 = 16 GiB of ids).
+    for (auto [key, n] : {std::pair{"data.synthetic_train_size", d.synthetic_train_size},
+                          {"data.synthetic_valid_size", d.synthetic_valid_size}}) {
+      check_range(n <= (int64_t{1} << 31) / d.synthetic_max_len, key, n,
+                  "at most 2^31 tokens: size * data.synthetic_max_len <= 2147483648");
+    }
   }
-  check_range(d.vocab_size >= 8, "data.vocab_size", d.vocab_size, ">= 8");
+  check_range(d.vocab_size >= 8 && d.vocab_size <= kMaxVocab, "data.vocab_size", d.vocab_size,
+              ">= 8 and at most 2^24");
   ATTN_CHECK(d.spm_type == "bpe" || d.spm_type == "unigram",
              "config: data.spm_type must be bpe or unigram, got '", d.spm_type, "'");
-  check_range(d.max_tokens > 0, "data.max_tokens", d.max_tokens, "> 0");
+  check_range(d.max_tokens > 0 && d.max_tokens <= data::kMaxBatchTokens, "data.max_tokens",
+              d.max_tokens, "> 0 and at most 2^24");
   check_range(d.max_len > 1, "data.max_len", d.max_len, "> 1");
   ATTN_CHECK(d.max_len <= d.max_tokens, "config: data.max_len (", d.max_len,
              ") cannot exceed data.max_tokens (", d.max_tokens, "): no batch could hold it");
@@ -382,7 +420,8 @@ void validate(const Config& c) {
                  std::find(t.valid_metrics.begin(), t.valid_metrics.end(), "bleu") !=
                      t.valid_metrics.end(),
              "config: train.best_metric is bleu but train.valid_metrics does not include bleu");
-  check_range(t.valid_beam >= 1, "train.valid_beam", t.valid_beam, ">= 1");
+  check_range(t.valid_beam >= 1 && t.valid_beam <= decode::BeamOptions::kMaxBeam,
+              "train.valid_beam", t.valid_beam, ">= 1 and at most 65536");
   check_range(t.patience >= 0, "train.patience", t.patience, ">= 0 (0 disables)");
   check_range(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 disables)");
   ATTN_CHECK(t.average_last <= t.keep_last, "config: train.average_last (", t.average_last,
@@ -405,10 +444,13 @@ void validate(const Config& c) {
   check_range(t.loss_scale_min > 0 && t.loss_scale_min <= t.loss_scale_init,
               "train.loss_scale_min", t.loss_scale_min, "> 0 and <= train.loss_scale_init");
 
-  check_range(c.decode.beam >= 1, "decode.beam", c.decode.beam, ">= 1");
+  check_range(c.decode.beam >= 1 && c.decode.beam <= decode::BeamOptions::kMaxBeam, "decode.beam",
+              c.decode.beam, ">= 1 and at most 65536");
   check_range(c.decode.alpha >= 0, "decode.alpha", c.decode.alpha, ">= 0");
-  check_range(c.decode.max_len_a >= 0, "decode.max_len_a", c.decode.max_len_a, ">= 0");
-  check_range(c.decode.max_len_b >= 0, "decode.max_len_b", c.decode.max_len_b, ">= 0");
+  check_range(c.decode.max_len_a >= 0 && c.decode.max_len_a <= decode::BeamOptions::kMaxLenA,
+              "decode.max_len_a", c.decode.max_len_a, ">= 0 and at most 1024");
+  check_range(c.decode.max_len_b >= 0 && c.decode.max_len_b <= decode::BeamOptions::kMaxLenB,
+              "decode.max_len_b", c.decode.max_len_b, ">= 0 and at most 2^20");
 }
 
 std::vector<std::pair<std::string, std::string>> config_values(const Config& config) {
@@ -416,10 +458,11 @@ std::vector<std::pair<std::string, std::string>> config_values(const Config& con
   std::vector<std::pair<std::string, std::string>> out;
   visit_fields(c, [&](const char* path, auto* p) {
     std::ostringstream os;
-    os.precision(17);
     using T = std::remove_pointer_t<decltype(p)>;
     if constexpr (std::is_same_v<T, StringList>) {
       os << join(*p);
+    } else if constexpr (std::is_same_v<T, double>) {
+      os << format_double(*p);
     } else {
       os << std::boolalpha << *p;
     }
@@ -451,10 +494,7 @@ std::string to_yaml(const Config& config) {
       for (const auto& item : *p) out << item;
       out << YAML::EndSeq;
     } else if constexpr (std::is_same_v<T, double>) {
-      std::ostringstream os;
-      os.precision(17);
-      os << *p;
-      out << os.str();
+      out << format_double(*p);
     } else {
       out << *p;
     }

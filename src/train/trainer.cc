@@ -13,11 +13,14 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
 
 #include "autograd/functions.h"
+#include "core/allocator.h"
 #include "core/device.h"
+#include "core/file.h"
 #include "core/grad_mode.h"
 #include "data/batcher.h"
 #include "data/corpus.h"
@@ -197,41 +200,92 @@ class Trainer {
     checkpoints_ = std::make_unique<CheckpointManager>(ckdir.string(), cfg_.train.keep_last);
   }
 
+  // The checkpoint to resume from: the newest step directory that loads, whatever `latest`
+  // says (a run killed between renaming a checkpoint into place and moving the link leaves a
+  // complete checkpoint newer than `latest`). Damaged newer ones are moved aside, never
+  // overwritten; with no intact checkpoint at all the run refuses to start over by itself.
   std::optional<LoadedCheckpoint> find_checkpoint() {
+    const fs::path ckdir = checkpoints_->dir();
+    const fs::path link = ckdir / "latest";
+    std::error_code ec;
+    const bool has_link = fs::is_symlink(link, ec);
     const auto latest = checkpoints_->latest();
-    if (!latest) return std::nullopt;
-    LoadedCheckpoint ck;
-    try {
-      ck = load_checkpoint(*latest);
-    } catch (const Error& e) {
-      ATTN_FAIL("cannot resume from ", *latest, ": ", e.what(),
-                " (pass --fresh to start over; the checkpoints are moved aside, not deleted)");
+    const std::vector<std::string> steps = step_checkpoints(ckdir.string());
+    const std::string how_to_start_over =
+        "pass --fresh to start over (the checkpoints are moved aside, not deleted)";
+    if (steps.empty()) {
+      ATTN_CHECK(!has_link, "cannot resume: ", link.string(), " points at '",
+                 fs::read_symlink(link, ec).string(), "', which ",
+                 latest ? "is not a step-<N> checkpoint directory" : "does not exist",
+                 ", and there is no other checkpoint in ", ckdir.string(), "; ",
+                 how_to_start_over);
+      return std::nullopt;
     }
+    std::vector<std::pair<std::string, std::string>> damaged;  // path, why
+    std::optional<LoadedCheckpoint> found;
     Config saved;
-    try {
-      saved = parse_config(ck.config_yaml, ck.path + "/config.yaml");
-    } catch (const Error& e) {
-      ATTN_FAIL("cannot resume from ", ck.path, ": its config is invalid: ", e.what());
+    for (auto it = steps.rbegin(); it != steps.rend() && !found; ++it) {
+      try {
+        LoadedCheckpoint ck = load_checkpoint(*it);
+        saved = parse_config(ck.config_yaml, ck.path + "/config.yaml");
+        found = std::move(ck);
+      } catch (const Error& e) {
+        damaged.emplace_back(*it, e.what());
+      }
     }
+    if (!found) {
+      std::string what;
+      for (const auto& [path, why] : damaged) what += (what.empty() ? "" : "; ") + why;
+      ATTN_FAIL("cannot resume from ", ckdir.string(), ": no intact checkpoint (", what, "); ",
+                how_to_start_over);
+    }
+    const LoadedCheckpoint& ck = *found;
     const std::string diff = architecture_difference(saved, cfg_);
     ATTN_CHECK(diff.empty(), "cannot resume from ", ck.path,
                ": the checkpoint is of another "
                "architecture (",
                diff, "); use another train.output_dir or pass --fresh");
+    comm_->barrier();  // every rank has chosen before rank 0 renames anything
+    if (main_) {
+      for (const auto& [path, why] : damaged) {
+        const std::string aside = checkpoints_->set_aside(path);
+        log_->warn("checkpoint {} is damaged ({}); moved to {} and not used", path, why, aside);
+      }
+      const bool linked = latest && fs::equivalent(*latest, ck.path, ec);
+      if (!linked) {
+        const std::string link_state =
+            !has_link ? "is missing"
+            : latest  ? "points at the older " + *latest
+                      : "points at '" + fs::read_symlink(link, ec).string() +
+                            "', which does not exist";
+        log_->warn("{} {}; resuming from the newest intact checkpoint {}", link.string(),
+                   link_state, ck.path);
+        checkpoints_->set_latest(ck.path);
+      }
+    }
+    comm_->barrier();
     log_->info("resuming from {}", ck.path);
-    return ck;
+    return found;
   }
 
   void setup_data(const std::string* checkpoint_spm) {
     const auto& d = cfg_.data;
     const uint64_t seed = cfg_.train.seed;
     if (!d.synthetic.empty()) {
-      train_data_ = data::make_synthetic(d.synthetic, d.synthetic_train_size,
-                                         static_cast<int32_t>(d.synthetic_vocab),
-                                         d.synthetic_min_len, d.synthetic_max_len, seed);
-      valid_data_ = data::make_synthetic(d.synthetic, d.synthetic_valid_size,
-                                         static_cast<int32_t>(d.synthetic_vocab),
-                                         d.synthetic_min_len, d.synthetic_max_len, seed + 7919);
+      auto make = [&](const char* key, int64_t n, uint64_t task_seed) {
+        try {
+          return data::make_synthetic(d.synthetic, n, static_cast<int32_t>(d.synthetic_vocab),
+                                      d.synthetic_min_len, d.synthetic_max_len, task_seed);
+        } catch (const std::bad_alloc&) {
+          ATTN_FAIL("out of memory generating ", key, " = ", n, " synthetic pairs of up to ",
+                    d.synthetic_max_len, " tokens (data.synthetic_max_len): up to ",
+                    format_bytes(8.0 * static_cast<double>(n) *
+                                 static_cast<double>(d.synthetic_max_len + 3)),
+                    " of token ids; lower ", key);
+        }
+      };
+      train_data_ = make("data.synthetic_train_size", d.synthetic_train_size, seed);
+      valid_data_ = make("data.synthetic_valid_size", d.synthetic_valid_size, seed + 7919);
       vocab_size_ = d.synthetic_vocab;
       log_->info("data: synthetic {} task, vocabulary {}", d.synthetic, vocab_size_);
     } else {
@@ -317,20 +371,17 @@ class Trainer {
   void restore(const LoadedCheckpoint& ck) {
     try {
       model_->load_parameters(ck.model);
-      const json& s = ck.trainer_state;
-      step_ = s.at("step").get<int64_t>();
-      batcher_->restore({s.at("batcher").at("epoch").get<int64_t>(),
-                         s.at("batcher").at("position").get<int64_t>()});
-      const json& best = s.at("best");
-      if (best.at("metric").get<std::string>() == cfg_.train.best_metric &&
-          !best.at("value").is_null()) {
-        best_value_ = best.at("value").get<double>();
-        bad_validations_ = s.value("bad_validations", int64_t{0});
-      } else if (!best.at("value").is_null()) {
+      const TrainerState& s = ck.state;
+      step_ = s.step;
+      batcher_->restore({s.batcher_epoch, s.batcher_position});
+      if (s.best_metric == cfg_.train.best_metric && s.best_value) {
+        best_value_ = s.best_value;
+        bad_validations_ = s.bad_validations;
+      } else if (s.best_value) {
         log_->info("train.best_metric changed from {} to {}: the best score starts afresh",
-                   best.at("metric").get<std::string>(), cfg_.train.best_metric);
+                   s.best_metric, cfg_.train.best_metric);
       }
-      elapsed_before_ = s.value("elapsed_seconds", 0.0);
+      elapsed_before_ = s.elapsed_seconds;
       if (flags_.reset_optimizer) {
         sched_offset_ = step_;
         log_->info(
@@ -338,14 +389,11 @@ class Trainer {
             "step {}",
             step_);
       } else {
-        adam_->load_state(ck.optimizer, s.at("adam_step").get<int64_t>());
-        if (loss_scaling_ && s.contains("loss_scale") && !s.at("loss_scale").is_null())
-          engine_->set_loss_scale(s.at("loss_scale").at("scale").get<double>(),
-                                  s.at("loss_scale").at("clean_steps").get<int64_t>());
-        sched_offset_ = s.value("schedule_offset", int64_t{0});
+        adam_->load_state(ck.optimizer, s.adam_step);
+        if (loss_scaling_ && s.loss_scale)
+          engine_->set_loss_scale(s.loss_scale->scale, s.loss_scale->clean_steps);
+        sched_offset_ = s.schedule_offset;
       }
-    } catch (const json::exception& e) {
-      ATTN_FAIL("cannot resume from ", ck.path, ": trainer_state.json is malformed: ", e.what());
     } catch (const Error& e) {
       ATTN_FAIL("cannot resume from ", ck.path, ": ", e.what());
     }
@@ -353,7 +401,8 @@ class Trainer {
   }
 
   void write_resolved_config() {
-    write_file_synced((fs::path(cfg_.train.output_dir) / "config.yaml").string(), to_yaml(cfg_));
+    write_file((fs::path(cfg_.train.output_dir) / "config.yaml").string(), to_yaml(cfg_),
+               "resolved config", {.atomic = true, .sync = true});
   }
 
   // ---- the loop ----
@@ -618,23 +667,19 @@ class Trainer {
     d.model = model_->named_parameters();
     d.optimizer = adam_->state_tensors();
     const data::Batcher::State bs = batcher_->state();
-    d.trainer_state = json{
-        {"format_version", 1},
-        {"step", step_},
-        {"batcher", {{"epoch", bs.epoch}, {"position", bs.position}}},
-        {"adam_step", adam_->step_count()},
-        {"schedule_offset", sched_offset_},
-        {"lr", lr_},
-        {"best",
-         {{"metric", cfg_.train.best_metric},
-          {"value", best_value_ ? json(*best_value_) : json(nullptr)}}},
-        {"bad_validations", bad_validations_},
-        {"loss_scale", loss_scaling_ ? json{{"scale", engine_->loss_scale()},
-                                            {"clean_steps", engine_->clean_steps()}}
-                                      : json(nullptr)},
-        {"elapsed_seconds", elapsed_before_ + seconds_since(run_start_)},
-        {"finished", done()},
-    };
+    TrainerState& s = d.state;
+    s.step = step_;
+    s.batcher_epoch = bs.epoch;
+    s.batcher_position = bs.position;
+    s.adam_step = adam_->step_count();
+    s.schedule_offset = sched_offset_;
+    s.lr = lr_;
+    s.best_metric = cfg_.train.best_metric;
+    s.best_value = best_value_;
+    s.bad_validations = bad_validations_;
+    if (loss_scaling_) s.loss_scale = {engine_->loss_scale(), engine_->clean_steps()};
+    s.elapsed_seconds = elapsed_before_ + seconds_since(run_start_);
+    s.finished = done();
     d.config_yaml = to_yaml(cfg_);
     if (vocab_.loaded()) d.spm_model = vocab_.serialized();
     result.last_checkpoint = checkpoints_->save(step_, d, is_best);

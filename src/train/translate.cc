@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "core/file.h"
 #include "core/grad_mode.h"
 #include "data/batcher.h"
 #include "data/corpus.h"
@@ -104,6 +105,10 @@ std::vector<std::vector<decode::Hypothesis>> Translator::translate(
     const std::function<void(int64_t, int64_t)>& progress) {
   NoGradGuard no_grad;
   options.beam.validate(vocab_size_);
+  // A batch holds at least one token and the end of sentence.
+  ATTN_CHECK(options.max_tokens >= 2 && options.max_tokens <= data::kMaxBatchTokens,
+             "translate: --max-tokens must be between 2 and ", data::kMaxBatchTokens, ", got ",
+             options.max_tokens);
   data::DatasetBuilder builder;
   std::vector<int64_t> line_of;  // dataset row -> input line (empty lines are not decoded)
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -186,9 +191,7 @@ void write_attention_svg(const std::string& path, const Tensor& attention,
     }
   }
   svg << "</svg>\n";
-  std::ofstream f(path);
-  ATTN_CHECK(f.good(), "cannot write attention picture '", path, "'");
-  f << svg.str();
+  write_file(path, svg.str(), "attention picture");
 }
 
 int run_translate(const std::string& checkpoint, const std::string& input,
@@ -218,12 +221,7 @@ int run_translate(const std::string& checkpoint, const std::string& input,
   });
   if (tty) std::fprintf(stderr, "\r\033[K");
 
-  std::ofstream file;
-  if (output != "-") {
-    file.open(output);
-    ATTN_CHECK(file.good(), "cannot write '", output, "'");
-  }
-  std::ostream& out = output == "-" ? std::cout : file;
+  std::ostringstream out;
   const bool moses = options.scores || options.beam.nbest > 1;
   for (size_t i = 0; i < lines.size(); ++i) {
     const auto& hyps = results[i];
@@ -235,8 +233,10 @@ int run_translate(const std::string& checkpoint, const std::string& input,
     for (const auto& h : hyps)
       out << i << " ||| " << tr.detokenize(h.tokens) << " ||| " << h.score << "\n";
   }
-  out.flush();
-  ATTN_CHECK(out.good(), "writing the translations failed");
+  if (output == "-")
+    std::cout << out.str();  // checked at the end of main
+  else
+    write_file(output, out.str(), "translations");
   if (options.beam.return_attention) {
     for (size_t i = 0; i < lines.size(); ++i) {
       if (results[i].empty()) continue;
