@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "core/error.h"
 #include "data/corpus.h"
@@ -81,6 +83,35 @@ void write_file_synced(const std::string& path, const std::string& content) {
     ATTN_CHECK(out.good(), "writing '", path, "' failed (disk full?)");
   }
   fsync_path(path, false);
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st)) {
+    // Renaming over a device or pipe would replace it instead of writing to it.
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "wb"),
+                                                     &std::fclose);
+    ATTN_CHECK(f, "cannot write '", path, "': ", std::strerror(errno));
+    const size_t put = std::fwrite(content.data(), 1, content.size(), f.get());
+    const int flushed = std::fflush(f.get());
+    ATTN_CHECK(put == content.size() && flushed == 0, "writing '", path,
+               "' failed: ", std::strerror(errno));
+    return;
+  }
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    write_file_synced(tmp, content);
+  } catch (const Error&) {
+    fs::remove(tmp, ec);
+    throw;
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    ATTN_FAIL("cannot move '", tmp, "' to '", path, "': ", ec.message());
+  }
 }
 
 CheckpointManager::CheckpointManager(std::string dir, int64_t keep_last)

@@ -62,4 +62,10 @@ LoadedCheckpoint load_checkpoint(const std::string& path);
 // Writes `content` to `path` and fsyncs it; errors name the path.
 void write_file_synced(const std::string& path, const std::string& content);
 
+// Writes `content` to `path` so that no reader ever sees a half-written file: a regular file
+// (or a new name) is written to "<path>.tmp.<pid>", synced and renamed over `path`; anything
+// else that exists under that name (a device such as /dev/stdout or /dev/full, a pipe) is
+// written in place. Every write error (disk full, no such directory) throws naming `path`.
+void write_file_atomic(const std::string& path, const std::string& content);
+
 }  // namespace attn::train
