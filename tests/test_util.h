@@ -94,11 +94,13 @@ struct CommandResult {
   int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
 };
 
-// Starts the attn binary with `args` and extra environment entries ("NAME=value"), with
-// stdin, stdout and stderr opened from/to the given paths; returns its pid.
-inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<std::string>& env,
-                        const std::string& in, const std::string& out, const std::string& err) {
-  std::vector<std::string> all = {ATTN_BINARY};
+// Starts `program` (a path, or a name looked up in PATH) with `args` and extra environment
+// entries ("NAME=value"), with stdin, stdout and stderr opened from/to the given paths;
+// returns its pid.
+inline pid_t spawn_program(const std::string& program, const std::vector<std::string>& args,
+                           const std::vector<std::string>& env, const std::string& in,
+                           const std::string& out, const std::string& err) {
+  std::vector<std::string> all = {program};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : all) argv.push_back(a.data());
@@ -115,21 +117,29 @@ inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid;
-  const int rc = posix_spawn(&pid, ATTN_BINARY, &fa, nullptr, argv.data(), envp.data());
+  const int rc = posix_spawnp(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
+  INFO("starting " << program << ": " << std::strerror(rc));
   REQUIRE(rc == 0);
   return pid;
 }
 
-// Runs the attn binary with `args`, feeding `input` on stdin, capturing stdout and stderr.
-inline CommandResult run_attn_capture(const std::vector<std::string>& args,
-                                      const std::string& input = "") {
+// The attn binary under test, as spawn_program.
+inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                        const std::string& in, const std::string& out, const std::string& err) {
+  return spawn_program(ATTN_BINARY, args, env, in, out, err);
+}
+
+// Runs `program` with `args`, feeding `input` on stdin, capturing stdout and stderr.
+inline CommandResult run_program_capture(const std::string& program,
+                                         const std::vector<std::string>& args,
+                                         const std::string& input = "") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("attn_cmd_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path in = dir / "in", out = dir / "out", err = dir / "err";
   std::ofstream(in, std::ios::binary) << input;
-  const pid_t pid = spawn_attn(args, {}, in.string(), out.string(), err.string());
+  const pid_t pid = spawn_program(program, args, {}, in.string(), out.string(), err.string());
   CommandResult r;
   waitpid(pid, &r.status, 0);
   auto slurp = [](const fs::path& p) {
@@ -141,6 +151,12 @@ inline CommandResult run_attn_capture(const std::vector<std::string>& args,
   r.out = slurp(out);
   r.err = slurp(err);
   return r;
+}
+
+// Runs the attn binary with `args`, feeding `input` on stdin, capturing stdout and stderr.
+inline CommandResult run_attn_capture(const std::vector<std::string>& args,
+                                      const std::string& input = "") {
+  return run_program_capture(ATTN_BINARY, args, input);
 }
 
 }  // namespace attn::testing
