@@ -52,8 +52,9 @@ std::vector<int64_t> steps_of(const std::vector<train::CurvePoint>& s) {
 
 // Lines as the trainer writes them (trainer.cc), trimmed to the keys the plot reads and a few.
 std::string train_line(int64_t step, double loss, double lr, double tok_s) {
-  return nlohmann::json{{"type", "train"}, {"step", step},           {"loss", loss},
-                        {"nll", loss},     {"lr", lr},               {"tgt_tokens_per_s", tok_s},
+  return nlohmann::json{{"type", "train"}, {"step", step},
+                        {"loss", loss},    {"nll", loss},
+                        {"lr", lr},        {"tgt_tokens_per_s", tok_s},
                         {"epoch", 0},      {"elapsed_s", 0.1 * step}}
              .dump() +
          "\n";
@@ -167,12 +168,14 @@ TEST_CASE("plot: metrics.jsonl is read into curves", "[plot]") {
 
 TEST_CASE("plot: malformed or empty metrics are errors naming file and line", "[plot]") {
   const std::string good = train_line(50, 2.5, 1e-3, 900);
-  CHECK_THAT(error_of([&] { train::parse_metrics(good + "{\"type\":\"train\",\"st", "m.jsonl", ""); }),
-             Contains("m.jsonl:2: not a JSON line"));
+  CHECK_THAT(
+      error_of([&] { train::parse_metrics(good + "{\"type\":\"train\",\"st", "m.jsonl", ""); }),
+      Contains("m.jsonl:2: not a JSON line"));
   CHECK_THAT(error_of([&] { train::parse_metrics(good + "\n[1,2]\n", "m.jsonl", ""); }),
              Contains("m.jsonl:3: expected a JSON object"));
-  CHECK_THAT(error_of([&] { train::parse_metrics("{\"type\":\"train\",\"loss\":1}\n", "m.jsonl", ""); }),
-             Contains("m.jsonl:1: record has no integer \"step\""));
+  CHECK_THAT(
+      error_of([&] { train::parse_metrics("{\"type\":\"train\",\"loss\":1}\n", "m.jsonl", ""); }),
+      Contains("m.jsonl:1: record has no integer \"step\""));
   CHECK_THAT(error_of([&] { train::parse_metrics("{\"step\":1,\"loss\":1}\n", "m.jsonl", ""); }),
              Contains("m.jsonl:1: record has no \"type\""));
   CHECK_THAT(error_of([&] {
@@ -199,20 +202,20 @@ TEST_CASE("plot: the SVG has every panel, says 'no data', draws single points", 
       train_line(100, 3, 1e-3, 900) + train_line(200, 2, 2e-3, 950) + valid_line(200, 2.1),
       "a.jsonl", "runs/<a&b>");
   const std::string svg = train::render_curves_svg({a});
-  for (const char* title : {"Training loss", "Validation loss", "Validation BLEU",
-                            "Learning rate", "Training speed"})
+  for (const char* title :
+       {"Training loss", "Validation loss", "Validation BLEU", "Learning rate", "Training speed"})
     CHECK_THAT(svg, Contains(title));
-  CHECK(count_of(svg, "no data") == 1);                  // no run has BLEU
-  CHECK(count_of(svg, "<polyline") == 3);                // train loss, lr, tokens/s
-  CHECK(count_of(svg, "<circle") == 2 * 3 + 1);          // + the single validation point
-  CHECK_THAT(svg, Contains("runs/&lt;a&amp;b&gt;"));     // labels are escaped
+  CHECK(count_of(svg, "no data") == 1);               // no run has BLEU
+  CHECK(count_of(svg, "<polyline") == 3);             // train loss, lr, tokens/s
+  CHECK(count_of(svg, "<circle") == 2 * 3 + 1);       // + the single validation point
+  CHECK_THAT(svg, Contains("runs/&lt;a&amp;b&gt;"));  // labels are escaped
   CHECK_THAT(svg, !Contains("<a&b>"));
-  CHECK_THAT(svg, Contains(">1.2e-3<"));                 // learning-rate ticks
+  CHECK_THAT(svg, Contains(">1.2e-3<"));  // learning-rate ticks
   CHECK(svg.rfind("</svg>\n") == svg.size() - 7);
 
   // A second run with BLEU fills that panel; each run has its own colour.
-  train::RunCurves b = train::parse_metrics(valid_line(200, 2.0, 20) + valid_line(400, 1.5, 30),
-                                            "b.jsonl", "b");
+  train::RunCurves b =
+      train::parse_metrics(valid_line(200, 2.0, 20) + valid_line(400, 1.5, 30), "b.jsonl", "b");
   const std::string two = train::render_curves_svg({a, b});
   CHECK(count_of(two, "no data") == 0);
   CHECK_THAT(two, Contains("stroke=\"#1f77b4\""));

@@ -96,9 +96,9 @@ RunCurves load_run_curves(const std::string& run) {
   std::string label = run;
   while (label.size() > 1 && label.back() == '/') label.pop_back();
   std::error_code ec;
-  const std::string path =
-      fs::is_directory(label, ec) || !fs::exists(label, ec) ? (fs::path(label) / "metrics.jsonl").string()
-                                                           : label;
+  const std::string path = fs::is_directory(label, ec) || !fs::exists(label, ec)
+                               ? (fs::path(label) / "metrics.jsonl").string()
+                               : label;
   return parse_metrics(data::read_file_bytes(path, "metrics log"), path, label);
 }
 
@@ -127,7 +127,8 @@ Ticks nice_ticks(double lo, double hi, int target) {
 std::string format_tick(double value, double step) {
   if (value == 0 || std::abs(value) < step * 1e-6) return "0";
   const int step_exp = static_cast<int>(std::floor(std::log10(step) + 1e-9));
-  if (step >= 1e-3 && std::abs(value) < 1e6) return fmt::format("{:.{}f}", value, std::max(0, -step_exp));
+  if (step >= 1e-3 && std::abs(value) < 1e6)
+    return fmt::format("{:.{}f}", value, std::max(0, -step_exp));
   const int value_exp = static_cast<int>(std::floor(std::log10(std::abs(value)) + 1e-9));
   const double mantissa = value / std::pow(10.0, value_exp);
   return fmt::format("{:.{}f}e{}", mantissa, std::max(0, value_exp - step_exp), value_exp);
@@ -157,7 +158,9 @@ const Panel kPanels[] = {
     {"Training speed", "target tokens/s", &RunCurves::tokens_per_s},
 };
 
-std::string color_of(size_t run) { return kPalette[run % kPaletteSize]; }
+std::string color_of(size_t run) {
+  return kPalette[run % kPaletteSize];
+}
 // Runs beyond the palette repeat its colours with dashes.
 std::string dash_of(size_t run) {
   return run < kPaletteSize ? "" : " stroke-dasharray=\"6 3\"";
@@ -210,9 +213,10 @@ void draw_panel(std::string& svg, const Panel& panel, const std::vector<RunCurve
         "<line x1=\"{1}\" y1=\"{0:.1f}\" x2=\"{2}\" y2=\"{0:.1f}\" stroke=\"#e6e6e6\"/>\n"
         "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\" fill=\"#333\">{5}</text>\n",
         py(v), x0, x1, x0 - 6, py(v) + 4, format_tick(v, y_ticks.step));
-  svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" "
-                     "stroke=\"#999\"/>\n",
-                     x0, y0, x1 - x0, y1 - y0);
+  svg += fmt::format(
+      "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" "
+      "stroke=\"#999\"/>\n",
+      x0, y0, x1 - x0, y1 - y0);
 
   for (size_t r = 0; r < runs.size(); ++r) {
     const std::vector<CurvePoint>& pts = runs[r].*panel.series;
@@ -251,10 +255,9 @@ void draw_legend(std::string& svg, const std::vector<RunCurves>& runs, int cx, i
     int64_t last_step = 0;
     for (const Panel& p : kPanels)
       if (!(run.*p.series).empty()) last_step = std::max(last_step, (run.*p.series).back().step);
-    const std::string summary = fmt::format("step {}", last_step) +
-                                last_value(run.train_loss, "train", 3) +
-                                last_value(run.valid_loss, "valid", 3) +
-                                last_value(run.valid_bleu, "BLEU", 2);
+    const std::string summary =
+        fmt::format("step {}", last_step) + last_value(run.train_loss, "train", 3) +
+        last_value(run.valid_loss, "valid", 3) + last_value(run.valid_bleu, "BLEU", 2);
     svg += fmt::format(
         "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"3\"{}/>\n"
         "<text x=\"{}\" y=\"{}\" font-size=\"13\">{}</text>\n"
@@ -277,15 +280,17 @@ std::string render_curves_svg(const std::vector<RunCurves>& runs) {
         x_max = std::max(x_max, pt.step);
       }
   Ticks x_ticks = nice_ticks(static_cast<double>(x_min), static_cast<double>(x_max), 6);
-  if (x_ticks.step < 1) x_ticks = nice_ticks(static_cast<double>(x_min), std::max<double>(x_max, 5), 6);
+  if (x_ticks.step < 1)
+    x_ticks = nice_ticks(static_cast<double>(x_min), std::max<double>(x_max, 5), 6);
 
   const int n_cells = static_cast<int>(std::size(kPanels)) + 1;
   const int rows = (n_cells + kCols - 1) / kCols;
   const int legend_index = n_cells - 1;
   const int legend_y = kHeaderH + (legend_index / kCols) * kCellH;
   const int width = kCols * kCellW;
-  const int height = std::max(kHeaderH + rows * kCellH,
-                              legend_y + kPadTop + static_cast<int>(runs.size()) * kLegendRowH + 10);
+  const int height =
+      std::max(kHeaderH + rows * kCellH,
+               legend_y + kPadTop + static_cast<int>(runs.size()) * kLegendRowH + 10);
 
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" "
@@ -296,7 +301,8 @@ std::string render_curves_svg(const std::vector<RunCurves>& runs) {
       "</text>\n",
       width, height, kPadLeft);
   for (int i = 0; i < legend_index; ++i)
-    draw_panel(svg, kPanels[i], runs, x_ticks, (i % kCols) * kCellW, kHeaderH + (i / kCols) * kCellH);
+    draw_panel(svg, kPanels[i], runs, x_ticks, (i % kCols) * kCellW,
+               kHeaderH + (i / kCols) * kCellH);
   draw_legend(svg, runs, (legend_index % kCols) * kCellW, legend_y);
   svg += "</svg>\n";
   return svg;
@@ -311,8 +317,8 @@ int run_plot_command(const std::vector<std::string>& runs, const std::string& ou
   ATTN_CHECK(parent.empty() || fs::is_directory(parent, ec), "cannot write '", output,
              "': no directory '", parent.string(), "'");
   write_file_atomic(output, render_curves_svg(curves));
-  std::cout << "wrote training curves of " << curves.size() << (curves.size() == 1 ? " run" : " runs")
-            << " to " << output << "\n";
+  std::cout << "wrote training curves of " << curves.size()
+            << (curves.size() == 1 ? " run" : " runs") << " to " << output << "\n";
   return 0;
 }
 

@@ -21,8 +21,8 @@ struct CurvePoint {
 
 // One run's curves, each in increasing step order.
 struct RunCurves {
-  std::string label;    // shown in the legend
-  std::string source;   // the metrics file they came from
+  std::string label;   // shown in the legend
+  std::string source;  // the metrics file they came from
   std::vector<CurvePoint> train_loss, valid_loss, valid_bleu, lr, tokens_per_s;
 };
 
