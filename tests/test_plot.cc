@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "test_util.h"
 #include "train/plot.h"
@@ -121,23 +122,26 @@ TEST_CASE("plot: nice ticks cover the range with 1-2-5 steps", "[plot]") {
     CHECK((m == Approx(1) || m == Approx(2) || m == Approx(5)));
     for (size_t k = 1; k < t.values.size(); ++k)
       CHECK(t.values[k] - t.values[k - 1] == Approx(t.step));
+    // Enough digits to tell the ticks apart, and one label each.
+    REQUIRE(t.labels.size() == t.values.size());
+    CHECK(std::set<std::string>(t.labels.begin(), t.labels.end()).size() == t.labels.size());
   }
   CHECK_THROWS_AS(train::nice_ticks(2, 1, 5), Error);
   CHECK_THROWS_AS(train::nice_ticks(0, INFINITY, 5), Error);
 }
 
-TEST_CASE("plot: tick labels are short and free of float noise", "[plot]") {
-  CHECK(train::format_tick(0, 20) == "0");
-  CHECK(train::format_tick(1e-17, 0.1) == "0");
-  CHECK(train::format_tick(100, 20) == "100");
-  CHECK(train::format_tick(3 * 0.1, 0.1) == "0.3");
-  CHECK(train::format_tick(-0.5, 0.5) == "-0.5");
-  CHECK(train::format_tick(2.25, 0.05) == "2.25");
-  CHECK(train::format_tick(12000, 2000) == "12000");
-  CHECK(train::format_tick(4e-4, 2e-4) == "4e-4");
-  CHECK(train::format_tick(3 * 5e-5, 5e-5) == "1.5e-4");
-  CHECK(train::format_tick(2 * 5e-5, 5e-5) == "1.0e-4");
-  CHECK(train::format_tick(3e6, 1e6) == "3e6");
+TEST_CASE("plot: tick labels are short, free of float noise, one format per axis", "[plot]") {
+  using V = std::vector<std::string>;
+  CHECK(train::nice_ticks(0, 97, 5).labels == V{"0", "20", "40", "60", "80", "100"});
+  CHECK(train::nice_ticks(0.1, 0.5, 5).labels == V{"0.1", "0.2", "0.3", "0.4", "0.5"});
+  CHECK(train::nice_ticks(-0.9, 0.9, 5).labels == V{"-1.0", "-0.5", "0", "0.5", "1.0"});
+  CHECK(train::nice_ticks(2.2, 2.36, 5).labels == V{"2.20", "2.25", "2.30", "2.35", "2.40"});
+  CHECK(train::nice_ticks(900, 17000, 5).labels == V{"0", "5000", "10000", "15000", "20000"});
+  // Learning rates: one power of ten for the axis.
+  CHECK(train::nice_ticks(0, 7e-4, 5).labels == V{"0", "2e-4", "4e-4", "6e-4", "8e-4"});
+  CHECK(train::nice_ticks(4e-4, 2.7e-3, 5).labels ==
+        V{"0", "0.5e-3", "1.0e-3", "1.5e-3", "2.0e-3", "2.5e-3", "3.0e-3"});
+  CHECK(train::nice_ticks(1e6, 4e6, 4).labels == V{"1e6", "2e6", "3e6", "4e6"});
 }
 
 TEST_CASE("plot: metrics.jsonl is read into curves", "[plot]") {
@@ -240,7 +244,7 @@ TEST_CASE("plot: attn plot draws real training runs that render to a non-blank P
   CHECK_THAT(r.out, Contains("wrote training curves of 2 runs to " + out.string()));
   const std::string svg = read_text(out);
   CHECK(count_of(svg, "no data") == 0);
-  CHECK(count_of(svg, "<polyline") == 2 * 5);
+  CHECK(count_of(svg, "<polyline") == 2 * 4 + 1);  // run b has no BLEU
   // Nothing but the picture is left next to it.
   CHECK(std::distance(fs::directory_iterator(out.parent_path()), fs::directory_iterator{}) == 1);
 

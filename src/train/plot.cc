@@ -26,6 +26,28 @@ std::string excerpt(const std::string& line) {
   return line.size() <= 60 ? line : line.substr(0, 57) + "...";
 }
 
+// Labels for `t.values`, as short as the step allows and free of float noise. One format for
+// the whole axis: fixed-point ("0", "2.5", "12000"), or, for steps below 1e-3 and values from
+// 1e6 up, mantissas over the largest tick's power of ten ("0.5e-3", "1.0e-3", "1.5e-3").
+std::vector<std::string> tick_labels(const Ticks& t) {
+  double max_abs = 0;
+  for (double v : t.values) max_abs = std::max(max_abs, std::abs(v));
+  const int step_exp = static_cast<int>(std::floor(std::log10(t.step) + 1e-9));
+  const bool fixed = t.step >= 1e-3 && max_abs < 1e6;
+  const int exp = fixed ? 0 : static_cast<int>(std::floor(std::log10(max_abs) + 1e-9));
+  const int decimals = std::max(0, exp - step_exp);
+  std::vector<std::string> labels;
+  for (double v : t.values) {
+    if (v == 0)
+      labels.push_back("0");
+    else if (fixed)
+      labels.push_back(fmt::format("{:.{}f}", v, decimals));
+    else
+      labels.push_back(fmt::format("{:.{}f}e{}", v / std::pow(10.0, exp), decimals, exp));
+  }
+  return labels;
+}
+
 }  // namespace
 
 RunCurves parse_metrics(const std::string& text, const std::string& source,
@@ -117,21 +139,9 @@ Ticks nice_ticks(double lo, double hi, int target) {
   t.step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
   const auto first = static_cast<int64_t>(std::floor(lo / t.step + 1e-9));
   const auto last = static_cast<int64_t>(std::ceil(hi / t.step - 1e-9));
-  for (int64_t i = first; i <= last; ++i) {
-    const double v = static_cast<double>(i) * t.step;
-    t.values.push_back(std::abs(v) < t.step * 1e-9 ? 0.0 : v);
-  }
+  for (int64_t i = first; i <= last; ++i) t.values.push_back(static_cast<double>(i) * t.step);
+  t.labels = tick_labels(t);
   return t;
-}
-
-std::string format_tick(double value, double step) {
-  if (value == 0 || std::abs(value) < step * 1e-6) return "0";
-  const int step_exp = static_cast<int>(std::floor(std::log10(step) + 1e-9));
-  if (step >= 1e-3 && std::abs(value) < 1e6)
-    return fmt::format("{:.{}f}", value, std::max(0, -step_exp));
-  const int value_exp = static_cast<int>(std::floor(std::log10(std::abs(value)) + 1e-9));
-  const double mantissa = value / std::pow(10.0, value_exp);
-  return fmt::format("{:.{}f}e{}", mantissa, std::max(0, value_exp - step_exp), value_exp);
 }
 
 namespace {
@@ -186,11 +196,11 @@ void draw_panel(std::string& svg, const Panel& panel, const std::vector<RunCurve
 
   const double x_lo = x_ticks.values.front(), x_hi = x_ticks.values.back();
   auto px = [&](double step) { return x0 + (step - x_lo) / (x_hi - x_lo) * (x1 - x0); };
-  for (double v : x_ticks.values)
+  for (size_t i = 0; i < x_ticks.values.size(); ++i)
     svg += fmt::format(
         "<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#e6e6e6\"/>\n"
         "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\" fill=\"#333\">{4}</text>\n",
-        px(v), y0, y1, y1 + 16, format_tick(v, x_ticks.step));
+        px(x_ticks.values[i]), y0, y1, y1 + 16, x_ticks.labels[i]);
 
   double lo = INFINITY, hi = -INFINITY;
   for (const RunCurves& r : runs)
@@ -208,11 +218,11 @@ void draw_panel(std::string& svg, const Panel& panel, const std::vector<RunCurve
   const Ticks y_ticks = nice_ticks(lo, hi, 5);
   const double y_lo = y_ticks.values.front(), y_hi = y_ticks.values.back();
   auto py = [&](double v) { return y1 - (v - y_lo) / (y_hi - y_lo) * (y1 - y0); };
-  for (double v : y_ticks.values)
+  for (size_t i = 0; i < y_ticks.values.size(); ++i)
     svg += fmt::format(
         "<line x1=\"{1}\" y1=\"{0:.1f}\" x2=\"{2}\" y2=\"{0:.1f}\" stroke=\"#e6e6e6\"/>\n"
         "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\" fill=\"#333\">{5}</text>\n",
-        py(v), x0, x1, x0 - 6, py(v) + 4, format_tick(v, y_ticks.step));
+        py(y_ticks.values[i]), x0, x1, x0 - 6, py(y_ticks.values[i]) + 4, y_ticks.labels[i]);
   svg += fmt::format(
       "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" "
       "stroke=\"#999\"/>\n",

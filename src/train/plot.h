@@ -42,18 +42,17 @@ RunCurves load_run_curves(const std::string& run);
 
 // Axis ticks: multiples of a "nice" step (1, 2 or 5 × 10^k) chosen so that about `target`
 // ticks cover [lo, hi]; the first tick is <= lo and the last >= hi, so the axis spans
-// [ticks.front(), ticks.back()]. An empty range (lo == hi, e.g. a single point) is widened
-// around the value first. Requires finite lo <= hi.
+// [values.front(), values.back()]. An empty range (lo == hi, e.g. a single point) is widened
+// around the value first. Requires finite lo <= hi. Labels are as short as the step allows,
+// without float noise, in one format per axis: "0", "2.5", "12000", or for steps below 1e-3
+// (learning rates) and values from 1e6 up, mantissas over the largest tick's power of ten:
+// "0", "0.5e-3", "1.0e-3".
 struct Ticks {
   std::vector<double> values;
+  std::vector<std::string> labels;
   double step = 1;
 };
 Ticks nice_ticks(double lo, double hi, int target = 5);
-
-// A tick label without float noise, as short as the tick step allows: "0", "2.5", "12000",
-// "3e-4", "1.5e-4" (small and very large magnitudes in e-notation with the digits the step
-// needs).
-std::string format_tick(double value, double step);
 
 // The whole picture as SVG text.
 std::string render_curves_svg(const std::vector<RunCurves>& runs);
