@@ -241,8 +241,12 @@ TEST_CASE("plot: attn plot draws real training runs that render to a non-blank P
   const auto r = run_attn_capture({"plot", a.string(), b.string(), "-o", out.string()});
   INFO(r.err);
   REQUIRE(r.exit_code() == 0);
-  CHECK_THAT(r.out, Contains("wrote training curves of 2 runs to " + out.string()));
+  CHECK_THAT(r.err, Contains("wrote training curves of 2 runs to " + out.string()));
+  // "-" is standard output: the same picture.
+  const auto piped = run_attn_capture({"plot", a.string(), b.string(), "-o", "-"});
+  CHECK(piped.exit_code() == 0);
   const std::string svg = read_text(out);
+  CHECK(piped.out == svg);
   CHECK(count_of(svg, "no data") == 0);
   CHECK(count_of(svg, "<polyline") == 2 * 4 + 1);  // run b has no BLEU
   // Nothing but the picture is left next to it.

@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
   std::string plot_output;
   plot->add_option("runs", plot_runs, "Run directories (or their metrics.jsonl), overlaid")
       ->required();
-  plot->add_option("-o,--output", plot_output, "SVG file to write (e.g. curves.svg)")->required();
+  plot->add_option("-o,--output", plot_output, "SVG file to write (e.g. curves.svg; - = stdout)")->required();
 
   auto* bleu = app.add_subcommand(
       "bleu", "Corpus BLEU, identical to sacreBLEU 2.6.0's defaults (13a, exp smoothing)");

@@ -322,12 +322,19 @@ int run_plot_command(const std::vector<std::string>& runs, const std::string& ou
   ATTN_CHECK(!runs.empty(), "plot: name at least one run directory");
   std::vector<RunCurves> curves;
   for (const std::string& run : runs) curves.push_back(load_run_curves(run));
+  const std::string svg = render_curves_svg(curves);
+  if (output == "-") {
+    std::cout << svg << std::flush;
+    ATTN_CHECK(std::cout.good(), "writing the picture to standard output failed");
+    return 0;
+  }
   const fs::path parent = fs::path(output).parent_path();
   std::error_code ec;
   ATTN_CHECK(parent.empty() || fs::is_directory(parent, ec), "cannot write '", output,
              "': no directory '", parent.string(), "'");
-  write_file_atomic(output, render_curves_svg(curves));
-  std::cout << "wrote training curves of " << curves.size()
+  write_file_atomic(output, svg);
+  // On stderr, so that -o /dev/stdout gives only the picture.
+  std::cerr << "wrote training curves of " << curves.size()
             << (curves.size() == 1 ? " run" : " runs") << " to " << output << "\n";
   return 0;
 }

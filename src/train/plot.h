@@ -58,8 +58,8 @@ Ticks nice_ticks(double lo, double hi, int target = 5);
 std::string render_curves_svg(const std::vector<RunCurves>& runs);
 
 // `attn plot RUN... -o OUT`: reads every run, writes the SVG to `output` (through a
-// temporary file and rename, see write_file_atomic) and prints one line naming it. Returns
-// the exit code (0).
+// temporary file and rename, see write_file_atomic; "-" = standard output) and says so on
+// stderr. Returns the exit code (0).
 int run_plot_command(const std::vector<std::string>& runs, const std::string& output);
 
 }  // namespace attn::train
