@@ -243,7 +243,7 @@ void draw_panel(std::string& svg, const Panel& panel, const std::vector<RunCurve
           points, color, dash_of(r));
     }
     // Sparse series (validations, short runs) show their points; a single point is only that.
-    if (pts.size() <= 40)
+    if (pts.size() <= 15)
       for (const CurvePoint& p : pts)
         svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3\" fill=\"{}\"/>\n",
                            px(static_cast<double>(p.step)), py(p.value), color);
