@@ -142,6 +142,11 @@ TEST_CASE("plot: tick labels are short, free of float noise, one format per axis
   CHECK(train::nice_ticks(4e-4, 2.7e-3, 5).labels ==
         V{"0", "0.5e-3", "1.0e-3", "1.5e-3", "2.0e-3", "2.5e-3", "3.0e-3"});
   CHECK(train::nice_ticks(1e6, 4e6, 4).labels == V{"1e6", "2e6", "3e6", "4e6"});
+  CHECK(train::nice_ticks(0, 3e-3, 4).labels == V{"0", "1e-3", "2e-3", "3e-3"});
+  // A nearly flat loss keeps its digits instead of switching to e-notation.
+  CHECK(train::nice_ticks(2.2, 2.2003, 4).labels == V{"2.2000", "2.2001", "2.2002", "2.2003"});
+  // Tiny ranges are ranges too, not constants.
+  CHECK(train::nice_ticks(1e-9, 4e-9, 4).labels == V{"1e-9", "2e-9", "3e-9", "4e-9"});
 }
 
 TEST_CASE("plot: metrics.jsonl is read into curves", "[plot]") {

@@ -27,13 +27,13 @@ std::string excerpt(const std::string& line) {
 }
 
 // Labels for `t.values`, as short as the step allows and free of float noise. One format for
-// the whole axis: fixed-point ("0", "2.5", "12000"), or, for steps below 1e-3 and values from
-// 1e6 up, mantissas over the largest tick's power of ten ("0.5e-3", "1.0e-3", "1.5e-3").
+// the whole axis: fixed-point ("0", "2.5", "12000"), or, when the largest tick is below 0.01
+// or from 1e6 up, mantissas over its power of ten ("0.5e-3", "1.0e-3", "1.5e-3").
 std::vector<std::string> tick_labels(const Ticks& t) {
   double max_abs = 0;
   for (double v : t.values) max_abs = std::max(max_abs, std::abs(v));
   const int step_exp = static_cast<int>(std::floor(std::log10(t.step) + 1e-9));
-  const bool fixed = t.step >= 1e-3 && max_abs < 1e6;
+  const bool fixed = max_abs >= 1e-2 && max_abs < 1e6;
   const int exp = fixed ? 0 : static_cast<int>(std::floor(std::log10(max_abs) + 1e-9));
   const int decimals = std::max(0, exp - step_exp);
   std::vector<std::string> labels;
@@ -127,8 +127,9 @@ RunCurves load_run_curves(const std::string& run) {
 Ticks nice_ticks(double lo, double hi, int target) {
   ATTN_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi && target >= 2,
              "nice_ticks: bad range [", lo, ", ", hi, "] or target ", target);
-  if (hi - lo <= 1e-12 * std::max(1.0, std::abs(lo))) {
-    const double pad = lo == 0 ? 1 : std::abs(lo) * 0.1;
+  const double scale = std::max(std::abs(lo), std::abs(hi));
+  if (hi - lo <= 1e-12 * scale) {
+    const double pad = scale == 0 ? 1 : scale * 0.1;
     lo -= pad;
     hi += pad;
   }

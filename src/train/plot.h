@@ -44,8 +44,8 @@ RunCurves load_run_curves(const std::string& run);
 // ticks cover [lo, hi]; the first tick is <= lo and the last >= hi, so the axis spans
 // [values.front(), values.back()]. An empty range (lo == hi, e.g. a single point) is widened
 // around the value first. Requires finite lo <= hi. Labels are as short as the step allows,
-// without float noise, in one format per axis: "0", "2.5", "12000", or for steps below 1e-3
-// (learning rates) and values from 1e6 up, mantissas over the largest tick's power of ten:
+// without float noise, in one format per axis: "0", "2.5", "12000", or, when the largest
+// tick is below 0.01 (learning rates) or from 1e6 up, mantissas over its power of ten:
 // "0", "0.5e-3", "1.0e-3".
 struct Ticks {
   std::vector<double> values;
