@@ -70,6 +70,8 @@ RunCurves parse_metrics(const std::string& text, const std::string& source,
     try {
       record = json::parse(line);
     } catch (const json::parse_error& e) {
+      // The trainer may be writing this line right now (plotting a live run).
+      if (nl == std::string::npos) break;
       // nlohmann's message starts with "[json.exception.parse_error.101] parse error at ...".
       const std::string why = e.what();
       const size_t cut = why.find("] ");

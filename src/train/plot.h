@@ -28,11 +28,12 @@ struct RunCurves {
 
 // Parses metrics.jsonl text. Blank lines are skipped; a line that is not a JSON object, has no
 // integer "step", or holds a non-number where a value belongs is an error naming
-// `source`:line. Records of other types and unknown keys are ignored (newer writers); a null
-// value (the trainer writes NaN as null) is no point. A step at or below the previous one in
-// a series (a run resumed from an earlier checkpoint, or restarted with --fresh, appends to
-// the same file) drops that series' later points: the newest history wins. Text without any
-// record is an error ("... is empty").
+// `source`:line, except a last line without its '\n' that is not JSON yet: the trainer is
+// writing it, and it is left out. Records of other types and unknown keys are ignored (newer
+// writers); a null value (the trainer writes NaN as null) is no point. A step at or below the
+// previous one in a series (a run resumed from an earlier checkpoint, or restarted with --fresh,
+// appends to the same file) drops that series' later points: the newest history wins. Text without
+// any record is an error ("... is empty").
 RunCurves parse_metrics(const std::string& text, const std::string& source,
                         const std::string& label);
 
