@@ -153,7 +153,7 @@ namespace {
 constexpr int kCols = 3, kCellW = 400, kCellH = 290, kHeaderH = 40;
 constexpr int kPadLeft = 68, kPadRight = 18, kPadTop = 34, kPadBottom = 46;
 constexpr int kLegendRowH = 36;
-// Matplotlib's "tab10": distinct, and readable for most colour-blind viewers.
+// Matplotlib's "tab10" colours: distinct and familiar.
 constexpr const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 constexpr size_t kPaletteSize = std::size(kPalette);
