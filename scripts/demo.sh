@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh Debian machine: install dependencies, build, prepare the Ding
 # EN->DE corpus, train configs/demo.yaml on the best available device (bounded by
-# train.max_time), translate the test set with beam 4, and score it with attn bleu / chrf
-# (sacreBLEU-identical). Rerunning resumes or reuses what is already there.
+# train.max_time), translate the test set with beam 4, score it with attn bleu / chrf
+# (sacreBLEU-identical) and draw the training curves (attn plot; a PNG as well when
+# rsvg-convert is there). Rerunning resumes or reuses what is already there.
 #   ATTN_BUILD_DIR  build directory (default: build with a GPU, build-cpu without)
 #   ATTN_DEMO_RUN   run directory (default: runs/demo)
 #   extra arguments are passed to `attn train` (e.g. --set train.max_time=5m)
@@ -51,4 +52,12 @@ for n in 1 2 3 4 5; do
 done
 "$attn" bleu "$run/test.hyp.de" data/ding/test.de | tee "$run/test.bleu"
 "$attn" chrf "$run/test.hyp.de" data/ding/test.de | tee "$run/test.chrf"
+
+"$attn" plot "$run" -o "$run/curves.svg"
+pictures="$run/curves.svg"
+if command -v rsvg-convert > /dev/null; then
+  rsvg-convert -b white -o "$run/curves.png" "$run/curves.svg"
+  pictures="$pictures and $run/curves.png"
+fi
 stamp "done in $(( $(date +%s) - start )) s"
+echo "training curves: $pictures"

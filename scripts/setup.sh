@@ -8,6 +8,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libyaml-cpp-dev catch2 libsentencepiece-dev sentencepiece
   libopenblas-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
   python3
+  librsvg2-bin  # rsvg-convert: tests render attn plot's SVG to PNG; the demo writes a PNG too
 )
 
 missing=()

@@ -109,18 +109,13 @@ struct CommandResult {
   int exit_code() const { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
 };
 
-// Starts the attn binary with `args` and extra environment entries ("NAME=value"), with
-// stdin, stdout and stderr opened from/to the given paths; returns its pid. A non-empty
-// `shell_setup` runs first in /bin/sh, which then execs attn: resource limits such as
-// "ulimit -v 1048576" (allocations beyond it fail the same way on every machine, whatever
-// its overcommit policy) or "trap '' XFSZ; ulimit -f 64" (writes beyond it fail like a full
-// disk).
-inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<std::string>& env,
-                        const std::string& in, const std::string& out, const std::string& err,
-                        const std::string& shell_setup = "") {
-  std::vector<std::string> all = {ATTN_BINARY};
-  if (!shell_setup.empty())
-    all = {"/bin/sh", "-c", shell_setup + " && exec \"$0\" \"$@\"", ATTN_BINARY};
+// Starts `program` (a path, or a name looked up in PATH) with `args` and extra environment
+// entries ("NAME=value"), with stdin, stdout and stderr opened from/to the given paths;
+// returns its pid.
+inline pid_t spawn_program(const std::string& program, const std::vector<std::string>& args,
+                           const std::vector<std::string>& env, const std::string& in,
+                           const std::string& out, const std::string& err) {
+  std::vector<std::string> all = {program};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : all) argv.push_back(a.data());
@@ -137,27 +132,38 @@ inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<
   posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid;
-  const int rc = posix_spawn(&pid, all[0].c_str(), &fa, nullptr, argv.data(), envp.data());
+  const int rc = posix_spawnp(&pid, program.c_str(), &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
+  INFO("starting " << program << ": " << std::strerror(rc));
   REQUIRE(rc == 0);
   return pid;
 }
 
-// Runs the attn binary with `args`, feeding `input` on stdin, capturing stdout (unless
-// `stdout_path` names where it goes instead, e.g. /dev/full) and stderr; `shell_setup` as for
-// spawn_attn.
-inline CommandResult run_attn_capture(const std::vector<std::string>& args,
-                                      const std::string& input = "",
-                                      const std::string& stdout_path = "",
-                                      const std::string& shell_setup = "") {
+// The attn binary under test, as spawn_program. A non-empty `shell_setup` runs first in
+// /bin/sh, which then execs attn: resource limits such as "ulimit -v 1048576" (allocations
+// beyond it fail the same way on every machine, whatever its overcommit policy) or
+// "trap '' XFSZ; ulimit -f 64" (writes beyond it fail like a full disk).
+inline pid_t spawn_attn(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                        const std::string& in, const std::string& out, const std::string& err,
+                        const std::string& shell_setup = "") {
+  if (shell_setup.empty()) return spawn_program(ATTN_BINARY, args, env, in, out, err);
+  std::vector<std::string> all = {"-c", shell_setup + " && exec \"$0\" \"$@\"", ATTN_BINARY};
+  all.insert(all.end(), args.begin(), args.end());
+  return spawn_program("/bin/sh", all, env, in, out, err);
+}
+
+// Runs a process started by `spawn(in, out, err)`, feeding `input` on stdin, capturing stdout
+// (unless `stdout_path` names where it goes instead, e.g. /dev/full) and stderr.
+inline CommandResult run_capture(
+    const std::function<pid_t(const std::string&, const std::string&, const std::string&)>& spawn,
+    const std::string& input, const std::string& stdout_path) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("attn_cmd_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path in = dir / "in", out = dir / "out", err = dir / "err";
   std::ofstream(in, std::ios::binary) << input;
-  const pid_t pid = spawn_attn(args, {}, in.string(),
-                               stdout_path.empty() ? out.string() : stdout_path, err.string(),
-                               shell_setup);
+  const pid_t pid =
+      spawn(in.string(), stdout_path.empty() ? out.string() : stdout_path, err.string());
   CommandResult r;
   waitpid(pid, &r.status, 0);
   auto slurp = [](const fs::path& p) {
@@ -169,6 +175,30 @@ inline CommandResult run_attn_capture(const std::vector<std::string>& args,
   r.out = stdout_path.empty() ? slurp(out) : "";
   r.err = slurp(err);
   return r;
+}
+
+// Runs `program` with `args`, feeding `input` on stdin, capturing stdout and stderr.
+inline CommandResult run_program_capture(const std::string& program,
+                                         const std::vector<std::string>& args,
+                                         const std::string& input = "") {
+  return run_capture(
+      [&](const std::string& in, const std::string& out, const std::string& err) {
+        return spawn_program(program, args, {}, in, out, err);
+      },
+      input, "");
+}
+
+// Runs the attn binary with `args` as run_program_capture; `stdout_path` and `shell_setup` as
+// for run_capture and spawn_attn.
+inline CommandResult run_attn_capture(const std::vector<std::string>& args,
+                                      const std::string& input = "",
+                                      const std::string& stdout_path = "",
+                                      const std::string& shell_setup = "") {
+  return run_capture(
+      [&](const std::string& in, const std::string& out, const std::string& err) {
+        return spawn_attn(args, {}, in, out, err, shell_setup);
+      },
+      input, stdout_path);
 }
 
 }  // namespace attn::testing

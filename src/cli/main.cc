@@ -21,6 +21,7 @@
 #include "train/average.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/plot.h"
 #include "train/trainer.h"
 #include "train/translate.h"
 
@@ -124,6 +125,14 @@ int main(int argc, char** argv) {
                         "Write a cross-attention heatmap per sentence (last layer, each head and "
                         "the average) into DIR");
 
+  auto* plot = app.add_subcommand(
+      "plot", "Draw training curves (loss, BLEU, learning rate, tokens/s) of runs into one SVG");
+  std::vector<std::string> plot_runs;
+  std::string plot_output;
+  plot->add_option("runs", plot_runs, "Run directories (or their metrics.jsonl), overlaid")
+      ->required();
+  plot->add_option("-o,--output", plot_output, "SVG file to write (e.g. curves.svg; - = stdout)")->required();
+
   auto* bleu = app.add_subcommand(
       "bleu", "Corpus BLEU, identical to sacreBLEU 2.6.0's defaults (13a, exp smoothing)");
   auto* chrf = app.add_subcommand("chrf", "Corpus chrF, identical to sacreBLEU 2.6.0's defaults");
@@ -220,6 +229,7 @@ int main(int argc, char** argv) {
       if (info->parsed()) return run_info(info_path);
       if (translate->parsed())
         return attn::train::run_translate(tr_model, tr_input, tr_output, tr_opt);
+      if (plot->parsed()) return attn::train::run_plot_command(plot_runs, plot_output);
       if (bleu->parsed())
         return attn::eval::run_bleu_command(eval_files, eval_lowercase, eval_json, std::cout);
       if (bench_kernels->parsed())

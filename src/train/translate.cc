@@ -17,34 +17,12 @@
 #include "data/dataset.h"
 #include "train/checkpoint.h"
 #include "train/model_config.h"
+#include "train/svg.h"
 
 namespace attn::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
 
 std::vector<int32_t> parse_ids(const std::string& line, int64_t vocab, int64_t line_no) {
   std::istringstream is(line);
