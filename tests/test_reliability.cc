@@ -328,7 +328,9 @@ TEST_CASE("sizes that overflow or cannot be allocated are errors, not crashes",
     auto r = run_attn_capture({"train", "-c", std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml",
                                "--set", "train.output_dir=" + out.string(), "--set",
                                "data.synthetic_train_size=250000000"},
-                              "", "", "ulimit -v 1048576");
+                              // 3 GiB: a CUDA-enabled binary maps ~1 GiB of libraries, and
+                              // OpenBLAS's start-up loops forever when it cannot get its buffers.
+                              "", "", "ulimit -v 3145728");
     check_one_line_error(r, /*after_log=*/true);
     CHECK_THAT(r.err, Contains("data.synthetic_train_size = 250000000"));
   }
