@@ -22,8 +22,7 @@ bool poll_until(Done&& done, double timeout_s) {
   const Clock::time_point start = Clock::now();
   for (int spins = 0;; ++spins) {
     if (done()) return true;
-    if (timeout_s > 0 &&
-        std::chrono::duration<double>(Clock::now() - start).count() > timeout_s) {
+    if (timeout_s > 0 && std::chrono::duration<double>(Clock::now() - start).count() > timeout_s) {
       return false;
     }
     if (spins < 1000) {

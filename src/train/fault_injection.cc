@@ -20,8 +20,7 @@ int64_t field_value(std::string_view spec, std::string_view field, std::string_v
   const std::string_view digits = field.substr(key.size());
   int64_t v = -1;
   const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
-  ATTN_CHECK(!digits.empty() && ec == std::errc() && end == digits.data() + digits.size() &&
-                 v >= 0,
+  ATTN_CHECK(!digits.empty() && ec == std::errc() && end == digits.data() + digits.size() && v >= 0,
              "ATTN_FAULT_INJECT='", spec, "': '", digits, "' is not a non-negative integer (",
              kForm, ")");
   return v;
@@ -57,11 +56,10 @@ FaultInjection fault_injection_from_env() {
 }
 
 void inject_fault(const FaultInjection& fault, int64_t step, int rank) {
-  if (fault.kind == FaultInjection::Kind::kNone || fault.step != step || fault.rank != rank)
-    return;
+  if (fault.kind == FaultInjection::Kind::kNone || fault.step != step || fault.rank != rank) return;
   if (fault.kind == FaultInjection::Kind::kThrow) {
-    ATTN_FAIL("fault injected by ATTN_FAULT_INJECT (test only): throw at step ", step,
-              " on rank ", rank);
+    ATTN_FAIL("fault injected by ATTN_FAULT_INJECT (test only): throw at step ", step, " on rank ",
+              rank);
   }
   // A stuck rank: alive, holding its resources, never reaching another collective. The
   // launcher ends it when a peer's watchdog aborts the job.
