@@ -5,8 +5,10 @@
 // The [.mpi] cases are hidden from normal runs; tests/dist/run_mpi_tests.sh runs them as
 // `mpirun -np 2 attn_tests "[mpi]"`. Run any other way they fail: they need a world of two.
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -15,8 +17,11 @@
 #include "autograd/functions.h"
 #include "dist/communicator.h"
 #include "dist/grad_reducer.h"
+#include "dist/in_flight.h"
 #include "dist/launch.h"
+#include "dist/watchdog.h"
 #include "test_util.h"
+#include "train/fault_injection.h"
 
 using namespace attn;
 using attn::testing::error_of;
@@ -372,6 +377,146 @@ TEST_CASE("check_replicas_identical with one process", "[dist]") {
   dist::SingleCommunicator comm;
   Tensor a = param({1, 2}, {2});
   CHECK_NOTHROW(dist::check_replicas_identical(comm, {{"a", a}}));
+}
+
+// ---- rank failure: deadlines, in-flight buffers, fault injection ---------------------------
+
+TEST_CASE("timeout_from_env reads seconds and names the variable when they are bad", "[dist]") {
+  {
+    EnvGuard env{{"ATTN_TEST_TIMEOUT", std::nullopt}};
+    CHECK(dist::timeout_from_env("ATTN_TEST_TIMEOUT", 600) == 600);
+  }
+  for (const auto& [text, seconds] :
+       std::vector<std::pair<std::string, double>>{{"", 7}, {"0", 0}, {"2.5", 2.5}, {"30", 30}}) {
+    EnvGuard env{{"ATTN_TEST_TIMEOUT", text}};
+    CHECK(dist::timeout_from_env("ATTN_TEST_TIMEOUT", 7) == seconds);
+  }
+  for (const char* bad : {"-1", "soon", "3s", "inf", "nan"}) {
+    INFO(bad);
+    EnvGuard env{{"ATTN_TEST_TIMEOUT", std::string(bad)}};
+    CHECK(error_of([] { dist::timeout_from_env("ATTN_TEST_TIMEOUT", 1); }) ==
+          std::string("ATTN_TEST_TIMEOUT='") + bad +
+              "' is not a number of seconds >= 0 (0 waits forever)");
+  }
+}
+
+TEST_CASE("poll_until returns when done, gives up at the deadline, passes errors on", "[dist]") {
+  int calls = 0;
+  CHECK(dist::poll_until([&] { return ++calls == 5; }, 10.0));
+  CHECK(calls == 5);
+  // Past the deadline: false, after the deadline and not much later (yields, then 100 µs
+  // sleeps). A generous upper bound: the machine is shared.
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(dist::poll_until([] { return false; }, 0.2));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(took >= 0.2);
+  CHECK(took < 5.0);
+  // 0 has no deadline: only done() ends the wait.
+  calls = 0;
+  CHECK(dist::poll_until([&] { return ++calls == 3000; }, 0));
+  CHECK(error_of([] { dist::poll_until([]() -> bool { ATTN_FAIL("peer died"); }, 1.0); }) ==
+        "peer died");
+}
+
+namespace {
+
+// The side of InFlightBuffer's contract that a GPU would see, recorded: when the main stream
+// was ordered, and whether the tensor was still held then.
+struct FakeStream {
+  std::weak_ptr<TensorImpl> tensor;
+  int orders = 0;
+  bool held_when_ordered = false;
+  bool fail = false;
+  std::function<void()> order_main() {
+    return [this] {
+      ++orders;
+      held_when_ordered = !tensor.expired();
+      if (fail) ATTN_FAIL("cudaStreamWaitEvent: an illegal memory access was encountered");
+    };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("an abandoned in-flight buffer orders the main stream before letting go", "[dist]") {
+  FakeStream stream;
+  auto buffer = [&] {
+    Tensor bucket = Tensor::zeros({8}, kF32);
+    stream.tensor = bucket.impl_ptr();
+    return std::make_unique<dist::InFlightBuffer>(bucket, stream.order_main());
+  }();
+  CHECK_FALSE(stream.tensor.expired());  // the buffer alone keeps the bucket alive
+  CHECK_FALSE(buffer->ordered());
+  buffer.reset();  // as when an exception unwinds between all_reduce_start and wait
+  CHECK(stream.orders == 1);
+  CHECK(stream.held_when_ordered);
+  CHECK(stream.tensor.expired());
+}
+
+TEST_CASE("an in-flight buffer ordered by wait is not ordered again", "[dist]") {
+  FakeStream stream;
+  Tensor bucket = Tensor::zeros({8}, kF32);
+  stream.tensor = bucket.impl_ptr();
+  auto buffer = std::make_unique<dist::InFlightBuffer>(std::move(bucket), stream.order_main());
+  buffer->order();
+  buffer->order();
+  CHECK(buffer->ordered());
+  CHECK(stream.orders == 1);
+  CHECK(stream.held_when_ordered);
+  buffer.reset();
+  CHECK(stream.orders == 1);
+  CHECK(stream.tensor.expired());
+}
+
+TEST_CASE("an in-flight buffer that cannot be ordered keeps its tensor forever", "[dist]") {
+  FakeStream stream;
+  stream.fail = true;
+  Tensor bucket = Tensor::zeros({8}, kF32);
+  stream.tensor = bucket.impl_ptr();
+  auto buffer = std::make_unique<dist::InFlightBuffer>(std::move(bucket), stream.order_main());
+  // From wait(): the error reaches the caller, and nothing counts as ordered.
+  CHECK(error_of([&] { buffer->order(); }).find("cudaStreamWaitEvent") != std::string::npos);
+  CHECK_FALSE(buffer->ordered());
+  // From the destructor: no exception, and the memory is never handed out again (leaked on
+  // purpose; the collective may still write it).
+  CHECK_NOTHROW(buffer.reset());
+  CHECK(stream.orders == 2);
+  CHECK_FALSE(stream.tensor.expired());
+}
+
+TEST_CASE("ATTN_FAULT_INJECT: throw or hang at a step on a rank, test only", "[dist]") {
+  using train::FaultInjection;
+  const FaultInjection t = train::parse_fault_injection("throw@step:3@rank:1");
+  CHECK(t.kind == FaultInjection::Kind::kThrow);
+  CHECK(t.step == 3);
+  CHECK(t.rank == 1);
+  const FaultInjection h = train::parse_fault_injection("hang@step:12@rank:0");
+  CHECK(h.kind == FaultInjection::Kind::kHang);
+  CHECK(h.step == 12);
+  CHECK(h.rank == 0);
+  for (const char* bad : {"", "throw", "throw@step:3", "crash@step:3@rank:1",
+                          "throw@rank:1@step:3", "throw@step:x@rank:1", "throw@step:-1@rank:1",
+                          "throw@step:3@rank:", "throw@step:3@rank:1@x"}) {
+    INFO(bad);
+    const std::string e = error_of([&] { train::parse_fault_injection(bad); });
+    CHECK(e.rfind(std::string("ATTN_FAULT_INJECT='") + bad + "'", 0) == 0);
+    CHECK(e.find("<throw|hang>@step:<N>@rank:<R>") != std::string::npos);
+  }
+  {
+    EnvGuard env{{"ATTN_FAULT_INJECT", std::nullopt}};
+    CHECK(train::fault_injection_from_env().kind == FaultInjection::Kind::kNone);
+  }
+  {
+    EnvGuard env{{"ATTN_FAULT_INJECT", "throw@step:3@rank:1"}};
+    CHECK(train::fault_injection_from_env().kind == FaultInjection::Kind::kThrow);
+  }
+  // Only the named step on the named rank.
+  CHECK_NOTHROW(train::inject_fault(t, 2, 1));
+  CHECK_NOTHROW(train::inject_fault(t, 3, 0));
+  CHECK_NOTHROW(train::inject_fault(FaultInjection{}, 3, 1));
+  CHECK_NOTHROW(train::inject_fault(h, 3, 1));  // a hang elsewhere: not here
+  CHECK(error_of([&] { train::inject_fault(t, 3, 1); }) ==
+        "fault injected by ATTN_FAULT_INJECT (test only): throw at step 3 on rank 1");
 }
 
 // ---- under mpirun -np 2 --------------------------------------------------------------------

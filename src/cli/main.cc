@@ -247,19 +247,20 @@ int main(int argc, char** argv) {
     attn::check_standard_output();
     return rc;
   } catch (const attn::Error& e) {
-    std::fprintf(stderr, "attn: error: %s\n", e.what());
-    // One failing rank must take the job down; returning would leave the others waiting in
-    // their next collective forever.
+    // One line naming the rank (in a job of several); one failing rank must take the job
+    // down: returning would leave the others waiting in their next collective.
+    attn::dist::print_failure("error", e.what());
     if (attn::dist::mpi_active()) attn::dist::abort_job(1);
     return 1;
   } catch (const std::bad_alloc&) {
     // Tensors report their own size and shape; this is any other allocation.
-    std::fprintf(stderr, "attn: error: out of memory (an allocation outside the tensors "
-                         "failed; a size setting is probably too large)\n");
+    attn::dist::print_failure("error",
+                              "out of memory (an allocation outside the tensors failed; a size "
+                              "setting is probably too large)");
     if (attn::dist::mpi_active()) attn::dist::abort_job(1);
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "attn: internal error: %s\n", e.what());
+    attn::dist::print_failure("internal error", e.what());
     if (attn::dist::mpi_active()) attn::dist::abort_job(2);
     return 2;
   }

@@ -7,8 +7,9 @@
 // the next request at once, without waiting for the GPU: that is safe because every later
 // use of the block is queued on the same stream, after the kernels that used it before.
 // Work on any other stream breaks that: before the last tensor it touches is released, make
-// stream(i) wait for it with wait_for_stream(i, other). (NCCL runs on stream(i), so needs
-// nothing.) ATTN_CUDA_ALLOCATOR=simple selects a plain cudaMalloc/cudaFree allocator instead,
+// stream(i) wait for it with wait_for_stream(i, other). (NCCL's blocking collectives run on
+// stream(i); its started all-reduces run on a second stream and keep their tensor until
+// stream(i) waits for them: dist/in_flight.h.) ATTN_CUDA_ALLOCATOR=simple selects a plain cudaMalloc/cudaFree allocator instead,
 // for compute-sanitizer runs.
 #pragma once
 

@@ -5,14 +5,17 @@
 // Every rank must make the same calls in the same order with the same shapes and dtypes;
 // the collectives are blocking: when a call returns, the tensor holds the result.
 //
-// Failure model. MPI runs with MPI_ERRORS_RETURN, so a failed MPI call throws attn::Error
-// naming the call and MPI's message. A peer that dies is not reported by MPI itself: under
-// mpirun (and srun) the launcher notices the dead process and kills the whole job, so the
-// survivors do not hang. A peer that is alive but never joins a collective (a bug, a
-// deadlock) hangs MPI; the NCCL backend instead gives up after ATTN_NCCL_TIMEOUT seconds
-// (default 600; 0 waits forever), aborts the NCCL communicator and throws. When one rank
-// throws, main() must call abort_job() (launch.h), not return normally: MPI_Finalize waits
-// for the peers, which are blocked in the next collective.
+// Failure model (docs/RELIABILITY.md, "Rank failure"). MPI runs with MPI_ERRORS_RETURN, so a
+// failed MPI call throws attn::Error naming the call and MPI's message. A peer that dies is
+// not reported by MPI itself: under mpirun (and srun) the launcher notices the dead process
+// and kills the whole job, so the survivors do not hang. A peer that is alive but never joins
+// a collective (a bug, a deadlock, a stuck device) would hang the others: every MPI
+// collective is polled with a deadline of ATTN_MPI_TIMEOUT seconds, after which the waiting
+// rank prints which collective did not complete and calls MPI_Abort (mpi_communicator.h);
+// the NCCL backend gives up after ATTN_NCCL_TIMEOUT seconds, aborts the NCCL communicator and
+// throws (both default 600; 0 waits forever). When one rank throws, main() prints the error
+// with the rank (print_failure) and must call abort_job() (launch.h), not return normally:
+// MPI_Finalize waits for the peers, which are blocked in the next collective.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +35,9 @@ enum class ReduceOp { kSum, kAverage };
 const char* reduce_op_name(ReduceOp op);
 
 // A collective in flight (all_reduce_start). The tensor must not be read or written until
-// wait() has returned. test() lets the library make progress (MPI progresses non-blocking
+// wait() has returned. Destroying it without wait() (an exception in between) is safe: the
+// collective still completes (MPI) or later work is ordered after it (NCCL) before the
+// buffer can be reused. It must not outlive its communicator. test() lets the library make progress (MPI progresses non-blocking
 // collectives only inside MPI calls) and says whether the result is there.
 class PendingCollective {
  public:

@@ -25,6 +25,11 @@ LaunchInfo detect_launch();
 // True when MPI has been initialized by make_communicator and not finalized yet.
 bool mpi_active();
 
+// One line on stderr, "attn: <kind>: <message>", with "rank R: " before the message when
+// MPI is active in a job of several ranks, so that the line says which rank failed. For main()
+// and the MPI watchdog (mpi_communicator.h).
+void print_failure(const char* kind, const std::string& message);
+
 // For main() after an error in a run with several processes: MPI_Abort, which makes the
 // launcher kill every rank (a normal exit would call MPI_Finalize and wait for peers that are
 // blocked in a collective). Does not return when MPI is active; returns otherwise.

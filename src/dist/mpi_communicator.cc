@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
-#include <cstdint>
-#include <cstdlib>
 #include <thread>
+
+#include "dist/watchdog.h"
 
 namespace attn::dist {
 namespace {
@@ -14,6 +17,8 @@ namespace {
 struct MpiState {
   bool owned = false;  // we called MPI_Init_thread, so we finalize
   std::thread::id thread;
+  int world_rank = -1;  // in MPI_COMM_WORLD, for failure messages
+  int world_size = 1;
 };
 
 MpiState& state() {
@@ -128,10 +133,21 @@ void ensure_mpi_initialized() {
     state().thread = std::this_thread::get_id();
   }
   ATTN_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "make_communicator");
+  ATTN_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &state().world_rank), "make_communicator");
+  ATTN_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &state().world_size), "make_communicator");
 }
 
 bool mpi_active() {
   return state().owned && initialized() && !finalized();
+}
+
+void print_failure(const char* kind, const std::string& message) {
+  if (mpi_active() && state().world_size > 1) {
+    std::fprintf(stderr, "attn: %s: rank %d: %s\n", kind, state().world_rank, message.c_str());
+  } else {
+    std::fprintf(stderr, "attn: %s: %s\n", kind, message.c_str());
+  }
+  std::fflush(stderr);
 }
 
 void abort_job(int exit_code) {
@@ -142,7 +158,8 @@ void finalize_mpi() {
   if (state().owned && initialized() && !finalized()) MPI_Finalize();
 }
 
-MpiCommunicator::MpiCommunicator(const LaunchInfo& launch) {
+MpiCommunicator::MpiCommunicator(const LaunchInfo& launch)
+    : timeout_s_(timeout_from_env("ATTN_MPI_TIMEOUT", 600.0)) {
   ensure_mpi_initialized();
   check_thread("make_communicator");
   // A private duplicate keeps our messages apart from any other MPI user in the process.
@@ -167,26 +184,55 @@ void MpiCommunicator::all_reduce(Tensor& t, ReduceOp op) {
   check_tensor(t, "all_reduce");
   const MPI_Datatype type = mpi_type(t.dtype(), "all_reduce");
   const size_t elem = dtype_size(t.dtype());
+  const std::string what =
+      ::attn::detail::str_cat("mpi all_reduce of ", t.dtype(), " ", t.shape(), " on rank ", rank_);
   char* data = static_cast<char*>(t.raw_data());
   for (int64_t done = 0; done < t.numel(); done += kMaxChunk) {
     const int n = static_cast<int>(std::min(kMaxChunk, t.numel() - done));
-    ATTN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + done * elem, n, type, MPI_SUM, comm_),
-                   "mpi all_reduce of ", t.dtype(), " ", t.shape(), " on rank ", rank_);
+    MPI_Request req = MPI_REQUEST_NULL;
+    ATTN_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + done * elem, n, type, MPI_SUM, comm_, &req),
+                   what);
+    complete(req, what);
   }
   if (op == ReduceOp::kAverage) divide_by_world(t, world_size_);
+}
+
+void MpiCommunicator::complete(MPI_Request& request, const std::string& what) const {
+  const bool done = poll_until(
+      [&] {
+        int flag = 0;
+        ATTN_MPI_CHECK(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), what);
+        return flag != 0;
+      },
+      timeout_s_);
+  if (done) return;
+  // `what` ends with "on rank R"; the failure line starts with it.
+  print_failure("error", ::attn::detail::str_cat(
+                             what, " did not complete within ", timeout_s_,
+                             " s (another rank died, hangs or stopped calling collectives; "
+                             "ATTN_MPI_TIMEOUT sets the limit); aborting the job"));
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  ATTN_FAIL(what, ": MPI_Abort returned");  // it does not; if it did, main() tries again
 }
 
 namespace {
 
 class MpiPending final : public PendingCollective {
  public:
-  MpiPending(MPI_Request request, Tensor t, ReduceOp op, int world, std::string what)
-      : request_(request), t_(std::move(t)), op_(op), world_(world), what_(std::move(what)) {}
+  MpiPending(const MpiCommunicator& comm, MPI_Request request, Tensor t, ReduceOp op,
+             std::string what)
+      : comm_(comm), request_(request), t_(std::move(t)), op_(op), what_(std::move(what)) {}
   ~MpiPending() override {
     // An abandoned request (an exception unwound past it) must still complete before its
-    // buffer can be reused; MPI has no portable cancel for collectives.
-    if (request_ != MPI_REQUEST_NULL && std::uncaught_exceptions() == 0)
-      MPI_Wait(&request_, MPI_STATUS_IGNORE);
+    // buffer can be reused; MPI has no portable cancel for collectives. While an error unwinds
+    // the peers may be gone: then the job is about to be aborted anyway (main), and t_ keeps
+    // the buffer alive until then.
+    if (request_ == MPI_REQUEST_NULL || std::uncaught_exceptions() > 0) return;
+    try {
+      comm_.complete(request_, what_);
+    } catch (const std::exception&) {
+      // An MPI error in a destructor: nothing to report it to; the job is failing.
+    }
   }
   bool test() override {
     if (request_ == MPI_REQUEST_NULL) return true;
@@ -195,16 +241,16 @@ class MpiPending final : public PendingCollective {
     return done != 0;
   }
   void wait() override {
-    if (request_ != MPI_REQUEST_NULL) ATTN_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE), what_);
-    if (op_ == ReduceOp::kAverage && !averaged_) divide_by_world(t_, world_);
+    if (request_ != MPI_REQUEST_NULL) comm_.complete(request_, what_);
+    if (op_ == ReduceOp::kAverage && !averaged_) divide_by_world(t_, comm_.world_size());
     averaged_ = true;
   }
 
  private:
+  const MpiCommunicator& comm_;
   MPI_Request request_;
   Tensor t_;
   ReduceOp op_;
-  int world_;
   std::string what_;
   bool averaged_ = false;
 };
@@ -222,7 +268,7 @@ std::unique_ptr<PendingCollective> MpiCommunicator::all_reduce_start(Tensor& t, 
   ATTN_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), static_cast<int>(t.numel()),
                                 mpi_type(t.dtype(), "all_reduce_start"), MPI_SUM, comm_, &req),
                  what);
-  return std::make_unique<MpiPending>(req, t, op, world_size_, what);
+  return std::make_unique<MpiPending>(*this, req, t, op, what);
 }
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
@@ -230,18 +276,29 @@ void MpiCommunicator::broadcast(Tensor& t, int root) {
   check_tensor(t, "broadcast");
   ATTN_CHECK(0 <= root && root < world_size_, "mpi broadcast: root ", root,
              " is not a rank of a world of ", world_size_);
-  char* data = static_cast<char*>(t.raw_data());
-  const int64_t bytes = static_cast<int64_t>(t.nbytes());
+  broadcast_bytes(t.raw_data(), static_cast<int64_t>(t.nbytes()), root,
+                  ::attn::detail::str_cat("mpi broadcast of ", t.dtype(), " ", t.shape(),
+                                          " from rank ", root, " on rank ", rank_));
+}
+
+void MpiCommunicator::broadcast_bytes(void* data, int64_t bytes, int root,
+                                      const std::string& what) {
+  check_thread("broadcast");
   for (int64_t done = 0; done < bytes; done += kMaxChunk) {
     const int n = static_cast<int>(std::min(kMaxChunk, bytes - done));
-    ATTN_MPI_CHECK(MPI_Bcast(data + done, n, MPI_BYTE, root, comm_), "mpi broadcast of ", t.dtype(),
-                   " ", t.shape(), " from rank ", root, " on rank ", rank_);
+    MPI_Request req = MPI_REQUEST_NULL;
+    ATTN_MPI_CHECK(MPI_Ibcast(static_cast<char*>(data) + done, n, MPI_BYTE, root, comm_, &req),
+                   what);
+    complete(req, what);
   }
 }
 
 void MpiCommunicator::barrier() {
   check_thread("barrier");
-  ATTN_MPI_CHECK(MPI_Barrier(comm_), "mpi barrier on rank ", rank_);
+  const std::string what = ::attn::detail::str_cat("mpi barrier on rank ", rank_);
+  MPI_Request req = MPI_REQUEST_NULL;
+  ATTN_MPI_CHECK(MPI_Ibarrier(comm_, &req), what);
+  complete(req, what);
 }
 
 std::vector<double> MpiCommunicator::all_reduce_host(const std::vector<double>& values) {
@@ -250,9 +307,13 @@ std::vector<double> MpiCommunicator::all_reduce_host(const std::vector<double>& 
   if (out.empty()) return out;
   ATTN_CHECK(out.size() <= static_cast<size_t>(kMaxChunk), "mpi all_reduce_host: ", out.size(),
              " values are too many for one call");
-  ATTN_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, out.data(), static_cast<int>(out.size()), MPI_DOUBLE,
-                               MPI_SUM, comm_),
-                 "mpi all_reduce_host of ", out.size(), " values on rank ", rank_);
+  const std::string what =
+      ::attn::detail::str_cat("mpi all_reduce_host of ", out.size(), " values on rank ", rank_);
+  MPI_Request req = MPI_REQUEST_NULL;
+  ATTN_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, out.data(), static_cast<int>(out.size()),
+                                MPI_DOUBLE, MPI_SUM, comm_, &req),
+                 what);
+  complete(req, what);
   return out;
 }
 

@@ -1,5 +1,13 @@
 // The MPI backend (CPU tensors) and the MPI plumbing the NCCL backend reuses (bootstrap,
 // host sums, barrier). Internal to src/dist: it pulls in <mpi.h>.
+//
+// Hangs end the job: every collective is started non-blocking and completed by complete(),
+// which polls it with a deadline of ATTN_MPI_TIMEOUT seconds (default 600; 0 waits forever).
+// At the deadline the rank prints "attn: error: rank R: <collective> did not complete within
+// N s ..." and calls MPI_Abort, so the launcher ends every rank. This is the one place where
+// library code ends the process: a collective that never completed cannot be cancelled (MPI
+// has no cancel for collectives, and its buffer stays in MPI's hands), so there is nothing an
+// exception could let a caller recover.
 #pragma once
 
 // Only MPI's C interface is used; its deprecated C++ bindings warn under -Wextra.
@@ -60,12 +68,18 @@ class MpiCommunicator final : public Communicator {
   // MPI_Iallreduce (at most 2^31 - 1 elements); the average is taken in wait().
   std::unique_ptr<PendingCollective> all_reduce_start(Tensor& t, ReduceOp op) override;
 
-  // Our duplicate of MPI_COMM_WORLD (its own message space, MPI_ERRORS_RETURN).
-  MPI_Comm comm() const { return comm_; }
+  // Overwrites `bytes` bytes at `data` with root's (for the NCCL bootstrap too); `what` names
+  // the call in errors.
+  void broadcast_bytes(void* data, int64_t bytes, int root, const std::string& what);
+  // Waits for `request` with the ATTN_MPI_TIMEOUT watchdog (see the top of this file): returns
+  // when it completed, throws on an MPI error, ends the job at the deadline.
+  void complete(MPI_Request& request, const std::string& what) const;
+  double timeout_s() const { return timeout_s_; }
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, world_size_ = 1, local_rank_ = 0;
+  double timeout_s_ = 600;
 };
 
 #ifdef ATTN_WITH_NCCL

@@ -6,7 +6,15 @@
 // stream to finish a collective, polls ncclCommGetAsyncError with a deadline of
 // ATTN_NCCL_TIMEOUT seconds (default 600, 0 = no deadline). On an error or at the deadline the
 // communicator is aborted (ncclCommAbort also stops its kernels) and attn::Error thrown; the
-// communicator refuses any later call.
+// communicator refuses any later call. The MPI calls (bootstrap, host sums, barrier) have
+// their own watchdog, ATTN_MPI_TIMEOUT (mpi_communicator.h).
+//
+// Started all-reduces run on a second stream. Their Pending holds the bucket (an
+// InFlightBuffer, in_flight.h) until attn's stream is ordered after the collective: by wait(),
+// or by the destructor when an exception came between start and wait, so the next step's copy
+// into the bucket cannot overtake the reduction and the caching allocator cannot hand the
+// bucket out while NCCL writes it. barrier() waits for both streams; the destructor finalizes
+// (or aborts) the communicator, then synchronizes and destroys the second stream.
 //
 // Compiled only with ATTN_WITH_NCCL (a CUDA build that found NCCL): the whole file is guarded
 // so that a glob over src/dist/*.cc can include it unconditionally.
@@ -15,30 +23,33 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include <chrono>
-#include <cstdlib>
 #include <exception>
 #include <string>
-#include <thread>
 
 #include "core/cuda_backend.h"
 #include "core/cuda_check.h"
+#include "dist/in_flight.h"
 #include "dist/mpi_communicator.h"
+#include "dist/watchdog.h"
 
 namespace attn::dist {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// A CUDA event for ordering only (no timing), destroyed with its owner. Destroying an event
+// whose work is still pending is allowed: its resources are released once the work completes.
+class Event {
+ public:
+  Event() { CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
+  ~Event() {
+    if (event_ != nullptr) cudaEventDestroy(event_);
+  }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
 
-double timeout_from_env() {
-  const char* value = std::getenv("ATTN_NCCL_TIMEOUT");
-  if (value == nullptr || *value == '\0') return 600.0;
-  char* end = nullptr;
-  const double s = std::strtod(value, &end);
-  ATTN_CHECK(end != value && *end == '\0' && s >= 0, "make_communicator: ATTN_NCCL_TIMEOUT='",
-             value, "' is not a number of seconds >= 0");
-  return s;
-}
+ private:
+  cudaEvent_t event_ = nullptr;
+};
 
 ncclDataType_t nccl_type(DType t) {
   switch (t) {
@@ -59,7 +70,7 @@ ncclDataType_t nccl_type(DType t) {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const LaunchInfo& launch, Device device)
-      : mpi_(launch), device_(device), timeout_s_(timeout_from_env()) {
+      : mpi_(launch), device_(device), timeout_s_(timeout_from_env("ATTN_NCCL_TIMEOUT", 600.0)) {
     ATTN_CHECK(device.is_cuda(), "make_communicator: NCCL needs a CUDA device, got ", device);
     cuda::require_device(device.index);
     stream_ = cuda::stream(device.index);  // also makes the device current
@@ -69,8 +80,10 @@ class NcclCommunicator final : public Communicator {
       ATTN_CHECK(r == ncclSuccess,
                  "make_communicator: ncclGetUniqueId failed on rank 0: ", ncclGetErrorString(r));
     }
-    ATTN_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, mpi_.comm()),
-                   "make_communicator: sending the NCCL id from rank 0");
+    mpi_.broadcast_bytes(&id, sizeof(id), 0,
+                         ::attn::detail::str_cat("make_communicator: sending the NCCL id from "
+                                                 "rank 0 to rank ",
+                                                 mpi_.rank()));
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;  // so that a missing peer times out instead of hanging
     settle(ncclCommInitRankConfig(&comm_, mpi_.world_size(), id, mpi_.rank(), &config),
@@ -78,19 +91,14 @@ class NcclCommunicator final : public Communicator {
   }
 
   ~NcclCommunicator() override {
-    if (comm_ == nullptr || aborted_) return;
-    // While an error unwinds the stack, peers may be gone: a clean finalize could only time out.
-    if (std::uncaught_exceptions() == 0) {
-      try {
-        enter();
-        settle(ncclCommFinalize(comm_), "ncclCommFinalize");
-        ncclCommDestroy(comm_);
-        return;
-      } catch (const std::exception&) {
-        if (aborted_) return;  // settle() aborted it
-      }
+    close();
+    if (comm_stream_ != nullptr) {
+      // Finalized (every collective done) or aborted (its kernels stopped): nothing on the
+      // second stream can still be waiting for a peer.
+      cudaSetDevice(device_.index);
+      cudaStreamSynchronize(comm_stream_);
+      cudaStreamDestroy(comm_stream_);
     }
-    ncclCommAbort(comm_);
   }
 
   int rank() const override { return mpi_.rank(); }
@@ -123,17 +131,16 @@ class NcclCommunicator final : public Communicator {
     enter();
     if (comm_stream_ == nullptr)
       CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
-    cudaEvent_t ready = nullptr, done = nullptr;
-    CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-    auto pending = std::make_unique<Pending>(*this, ready, done, what);
-    CUDA_CHECK(cudaEventRecord(ready, stream_));
-    CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ready, 0));
+    // Made before anything is queued, so that from here on any exit orders attn's stream after
+    // `done` before the tensor is let go of (an unrecorded event is a no-op to wait for).
+    auto pending = std::make_unique<Pending>(*this, t, what);
+    CUDA_CHECK(cudaEventRecord(pending->ready(), stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, pending->ready(), 0));
     settle(ncclAllReduce(t.raw_data(), t.raw_data(), static_cast<size_t>(t.numel()),
                          nccl_type(t.dtype()), op == ReduceOp::kSum ? ncclSum : ncclAvg, comm_,
                          comm_stream_),
            what);
-    CUDA_CHECK(cudaEventRecord(done, comm_stream_));
+    CUDA_CHECK(cudaEventRecord(pending->done(), comm_stream_));
     return pending;
   }
 
@@ -149,9 +156,11 @@ class NcclCommunicator final : public Communicator {
   }
 
   void barrier() override {
-    // Our own queued collectives first (with the watchdog), then everyone meets in MPI.
+    // Our own queued collectives first, blocking and started ones (with the watchdog), then
+    // everyone meets in MPI.
     enter();
-    wait("nccl barrier");
+    wait_stream(stream_, "nccl barrier");
+    if (comm_stream_ != nullptr) wait_stream(comm_stream_, "nccl barrier (started all-reduces)");
     mpi_.barrier();
   }
 
@@ -160,40 +169,58 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
+  // A started all-reduce: `ready` (attn's stream up to the start) and `done` (the collective
+  // on the second stream), and the tensor, held until attn's stream is ordered after `done`
+  // (the members are destroyed in reverse order: buffer_ orders, then the events go). Must not
+  // outlive the communicator (wait() polls through it; the destructor does not).
   class Pending final : public PendingCollective {
    public:
-    Pending(NcclCommunicator& owner, cudaEvent_t ready, cudaEvent_t done, std::string what)
-        : owner_(owner), ready_(ready), done_(done), what_(std::move(what)) {}
-    ~Pending() override {
-      // Destroying an event that is still pending is allowed: its resources are released
-      // once the work it marks completes.
-      if (ready_) cudaEventDestroy(ready_);
-      if (done_) cudaEventDestroy(done_);
-    }
+    Pending(NcclCommunicator& owner, const Tensor& t, std::string what)
+        : owner_(owner),
+          what_(std::move(what)),
+          buffer_(t, [stream = owner.stream_, done = done_.get()] {
+            CUDA_CHECK(cudaStreamWaitEvent(stream, done, 0));
+          }) {}
+    cudaEvent_t ready() const { return ready_.get(); }
+    cudaEvent_t done() const { return done_.get(); }
     bool test() override {
-      if (finished_) return true;
-      const cudaError_t q = cudaEventQuery(done_);
+      if (buffer_.ordered()) return true;
+      const cudaError_t q = cudaEventQuery(done_.get());
       if (q == cudaErrorNotReady) return false;
       CUDA_CHECK(q);
       return true;
     }
     void wait() override {
-      if (finished_) return;
-      owner_.wait_event(done_, what_);
-      CUDA_CHECK(cudaStreamWaitEvent(owner_.stream_, done_, 0));
-      finished_ = true;
+      if (buffer_.ordered()) return;
+      owner_.poll_until_done(what_, "cudaEventQuery",
+                             [event = done_.get()] { return cudaEventQuery(event); });
+      buffer_.order();
     }
 
    private:
     NcclCommunicator& owner_;
-    cudaEvent_t ready_, done_;
     std::string what_;
-    bool finished_ = false;
+    Event ready_, done_;
+    InFlightBuffer buffer_;
   };
 
-  // wait() for one event instead of the whole stream.
-  void wait_event(cudaEvent_t event, const std::string& what) {
-    poll_until_done(what, "cudaEventQuery", [event] { return cudaEventQuery(event); });
+  // Finalizes the communicator, or aborts it when that fails or an error is unwinding the
+  // stack (peers may be gone: a clean finalize could only time out). Never throws.
+  void close() noexcept {
+    if (comm_ == nullptr || aborted_) return;
+    if (std::uncaught_exceptions() == 0) {
+      try {
+        enter();
+        settle(ncclCommFinalize(comm_), "ncclCommFinalize");
+        ncclCommDestroy(comm_);
+        comm_ = nullptr;
+        return;
+      } catch (const std::exception&) {
+        if (aborted_) return;  // settle() aborted it
+      }
+    }
+    ncclCommAbort(comm_);
+    aborted_ = true;
   }
 
   std::string describe(const char* op, const Tensor& t) const {
@@ -214,19 +241,6 @@ class NcclCommunicator final : public Communicator {
     CUDA_CHECK(cudaSetDevice(device_.index));
   }
 
-  bool past(Clock::time_point start) const {
-    return timeout_s_ > 0 &&
-           std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_;
-  }
-
-  static void pause(int spins) {
-    if (spins < 1000) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-  }
-
   [[noreturn]] void fail(const std::string& what, const std::string& why) {
     if (comm_ != nullptr) ncclCommAbort(comm_);
     aborted_ = true;
@@ -243,46 +257,50 @@ class NcclCommunicator final : public Communicator {
   // A non-blocking communicator may answer ncclInProgress: poll until the call has gone
   // through (or failed, or the deadline passed).
   void settle(ncclResult_t r, const std::string& what) {
-    const Clock::time_point start = Clock::now();
-    for (int spins = 0; r == ncclInProgress; ++spins) {
-      if (past(start)) {
-        fail(what, ::attn::detail::str_cat("no progress in ", timeout_s_,
-                                           " s (a peer is missing or stuck; ATTN_NCCL_TIMEOUT "
-                                           "sets the limit)"));
-      }
-      pause(spins);
-      if (const ncclResult_t q = ncclCommGetAsyncError(comm_, &r); q != ncclSuccess) r = q;
+    const bool through = poll_until(
+        [&] {
+          if (r != ncclInProgress) return true;
+          if (const ncclResult_t q = ncclCommGetAsyncError(comm_, &r); q != ncclSuccess) r = q;
+          return r != ncclInProgress;
+        },
+        timeout_s_);
+    if (!through) {
+      fail(what, ::attn::detail::str_cat("no progress in ", timeout_s_,
+                                         " s (a peer is missing or stuck; ATTN_NCCL_TIMEOUT "
+                                         "sets the limit)"));
     }
     if (r != ncclSuccess) fail_nccl(what, r);
   }
 
-  // Waits for the stream to finish what was queued, watching for NCCL's asynchronous errors
-  // (a peer that died, a network failure) and the deadline.
-  void wait(const std::string& what) {
-    poll_until_done(what, "cudaStreamQuery", [this] { return cudaStreamQuery(stream_); });
+  // Waits for `stream` to finish what was queued, watching for NCCL's asynchronous errors (a
+  // peer that died, a network failure) and the deadline.
+  void wait_stream(cudaStream_t stream, const std::string& what) {
+    poll_until_done(what, "cudaStreamQuery", [stream] { return cudaStreamQuery(stream); });
   }
+  void wait(const std::string& what) { wait_stream(stream_, what); }
 
   // Polls `query` (cudaSuccess: done, cudaErrorNotReady: not yet) with the watchdog.
   template <class Query>
   void poll_until_done(const std::string& what, const char* query_name, Query&& query) {
-    const Clock::time_point start = Clock::now();
-    for (int spins = 0;; ++spins) {
-      const cudaError_t q = query();
-      if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) {
-        ::attn::detail::throw_cuda_error(q, query_name, __FILE__, __LINE__);
-      }
-      ncclResult_t async = ncclSuccess;
-      if (const ncclResult_t r = ncclCommGetAsyncError(comm_, &async); r != ncclSuccess) {
-        fail_nccl(what, r);
-      }
-      if (async != ncclSuccess && async != ncclInProgress) fail_nccl(what, async);
-      if (past(start)) {
-        fail(what, ::attn::detail::str_cat("did not finish within ", timeout_s_,
-                                           " s (a peer died or stopped calling collectives; "
-                                           "ATTN_NCCL_TIMEOUT sets the limit)"));
-      }
-      pause(spins);
+    const bool done = poll_until(
+        [&] {
+          const cudaError_t q = query();
+          if (q == cudaSuccess) return true;
+          if (q != cudaErrorNotReady) {
+            ::attn::detail::throw_cuda_error(q, query_name, __FILE__, __LINE__);
+          }
+          ncclResult_t async = ncclSuccess;
+          if (const ncclResult_t r = ncclCommGetAsyncError(comm_, &async); r != ncclSuccess) {
+            fail_nccl(what, r);
+          }
+          if (async != ncclSuccess && async != ncclInProgress) fail_nccl(what, async);
+          return false;
+        },
+        timeout_s_);
+    if (!done) {
+      fail(what, ::attn::detail::str_cat("did not finish within ", timeout_s_,
+                                         " s (a peer died or stopped calling collectives; "
+                                         "ATTN_NCCL_TIMEOUT sets the limit)"));
     }
   }
 

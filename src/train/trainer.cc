@@ -37,6 +37,7 @@
 #include "optim/schedule.h"
 #include "train/average.h"
 #include "train/checkpoint.h"
+#include "train/fault_injection.h"
 #include "train/model_config.h"
 #include "train/step.h"
 
@@ -510,6 +511,7 @@ class Trainer {
   }
 
   void train_step(Window& w) {
+    inject_fault(fault_, step_ + 1, comm_->rank());  // test only (ATTN_FAULT_INJECT)
     model_->train();
     // Dropout masks are a function of (seed, rank, step): nothing to checkpoint, and every
     // rank draws different masks.
@@ -716,6 +718,7 @@ class Trainer {
   int64_t bad_validations_ = 0;       // validations since the best one
   bool early_stopped_ = false;
   double max_time_s_ = parse_duration(cfg_.train.max_time, "train.max_time");
+  const FaultInjection fault_ = fault_injection_from_env();
   double elapsed_before_ = 0;
   Clock::time_point run_start_ = Clock::now();
 };

@@ -5,8 +5,7 @@
 #     logged losses equal.
 #  1b. all-reduce overlapped with backward (several buckets) equals all-reduce after it.
 #  2. 2-rank checkpoint + resume equals an uninterrupted 2-rank run (bitwise).
-#  3. A rank killed mid-run ends the job with a non-zero exit within 60 s, and the latest
-#     checkpoint stays loadable.
+# A rank that is killed, throws or hangs: test_rank_failure_mpi.sh.
 # usage: test_train_mpi.sh ATTN_BINARY SOURCE_DIR
 set -euo pipefail
 attn=${1:?usage: test_train_mpi.sh ATTN_BINARY SOURCE_DIR}
@@ -74,26 +73,4 @@ grep -q "resuming from" "$tmp/r2.log" || fail "second run did not resume"
 compare "$tmp/two" "$tmp/resumed" 0 || fail "resumed 2-rank run differs from the straight one"
 [ "$(losses "$tmp/two")" = "$(losses "$tmp/resumed")" ] || fail "resumed losses differ"
 
-# 3. Kill one rank mid-run: the job must end, non-zero, within 60 s.
-"${mpi[@]}" "$attn" train "${common[@]}" --set train.output_dir="$tmp/killed" \
-  --set train.max_steps=1000000 --set train.save_every=20 > "$tmp/k.log" 2>&1 &
-job=$!
-for _ in $(seq 1 300); do
-  [ -L "$tmp/killed/checkpoints/latest" ] && break
-  sleep 0.1
-done
-[ -L "$tmp/killed/checkpoints/latest" ] || fail "killed run never saved a checkpoint"
-victim=$(pgrep -f "train.output_dir=$tmp/killed" | while read -r p; do
-  [ "$(cat /proc/"$p"/comm 2>/dev/null)" = attn ] && echo "$p"; done | tail -1)
-[ -n "$victim" ] || fail "no rank process found"
-kill -9 "$victim"
-start=$(date +%s)
-set +e
-wait "$job"
-rc=$?
-set -e
-elapsed=$(( $(date +%s) - start ))
-[ "$rc" -ne 0 ] || fail "job exited 0 after a rank was killed"
-[ "$elapsed" -le 60 ] || fail "job took ${elapsed}s to exit after a rank was killed"
-"$attn" info "$tmp/killed/checkpoints/latest" > /dev/null || fail "latest not loadable after the kill"
-echo "test_train_mpi: OK (killed rank: job exited rc=$rc after ${elapsed}s)"
+echo "test_train_mpi: OK"
