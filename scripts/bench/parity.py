@@ -182,6 +182,9 @@ def train_reference(cfg: ModelConfig, init_path: str, steps: List[dict], train: 
         losses.append(total / ntok)
         lrs.append(lr)
         norms.append(float(norm))
+        if (i + 1) % 100 == 0:
+            print(f"  step {i + 1}/{len(steps)}, loss {losses[-1]:.4f}, "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
     return {"losses": losses, "lrs": lrs, "grad_norms": norms,
             "seconds": time.perf_counter() - t0,
             "weights": {n: p.detach().clone() for n, p in model.named_parameters()}}
