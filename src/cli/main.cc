@@ -92,6 +92,9 @@ int main(int argc, char** argv) {
                   "Start from scratch; existing checkpoints are moved aside, not deleted");
   train->add_flag("--reset-optimizer", flags.reset_optimizer,
                   "Resume the weights and data position but restart Adam and the LR schedule");
+  train->add_option("--dump-batches", flags.dump_batches,
+                    "Write every step's batches (token ids) and learning rate to this file, one "
+                    "JSON line per step (for scripts/bench/parity.py)");
   auto* average = app.add_subcommand("average", "Average the weights of several checkpoints");
   std::string average_out;
   std::vector<std::string> average_in;

@@ -104,6 +104,7 @@ void visit_fields(Config& c, V&& v) {
   v("train.allow_tf32", &c.train.allow_tf32);
   v("train.overlap_allreduce", &c.train.overlap_allreduce);
   v("train.bucket_mb", &c.train.bucket_mb);
+  v("train.init_weights", &c.train.init_weights);
 
   v("decode.beam", &c.decode.beam);
   v("decode.alpha", &c.decode.alpha);

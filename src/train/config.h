@@ -84,6 +84,11 @@ struct TrainSection {
   // Data parallel: all-reduce gradient buckets of bucket_mb MiB while backward runs.
   bool overlap_allreduce = true;
   double bucket_mb = 25;  // MiB; fractions allowed
+  // A safetensors file of model parameters (attn's names, e.g. a checkpoint's
+  // model.safetensors or reference_model.py's save_attn_safetensors) that a fresh run starts
+  // from instead of the seeded initialisation; every parameter must be present with its shape.
+  // A resumed run takes the checkpoint's weights and ignores it. "" = off.
+  std::string init_weights;
 };
 
 // Seconds in a duration such as "90s", "15m", "1.5h" or "45" (seconds); "" is 0 (no bound).

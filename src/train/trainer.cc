@@ -31,6 +31,7 @@
 #include "dist/communicator.h"
 #include "dist/launch.h"
 #include "eval/bleu.h"
+#include "io/safetensors.h"
 #include "nn/transformer.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
@@ -139,9 +140,26 @@ class Trainer {
     }
     setup_checkpoints();
     std::optional<LoadedCheckpoint> ck = find_checkpoint();
+    const std::string& init = cfg_.train.init_weights;
+    std::optional<io::SafetensorsFile> init_file;  // read before the data: fail early
+    if (!ck && !init.empty()) init_file = read_init_weights(init);
     setup_data(ck ? &ck->spm_model : nullptr);
     setup_model();
-    if (ck) restore(*ck);
+    if (ck) {
+      restore(*ck);
+      if (!init.empty()) log_->info("train.init_weights ignored: resuming from {}", ck->path);
+    } else if (init_file) {
+      try {
+        model_->load_parameters(init_file->tensors);
+      } catch (const Error& e) {
+        ATTN_FAIL("train.init_weights: ", init, ": ", e.what());
+      }
+      log_->info("initial weights from {} (train.init_weights)", init);
+    }
+    if (main_ && !flags_.dump_batches.empty()) {
+      dump_.open(flags_.dump_batches, std::ios::trunc);
+      ATTN_CHECK(dump_.good(), "--dump-batches: cannot write '", flags_.dump_batches, "'");
+    }
     if (comm_->world_size() > 1) {
       // Identical by construction (same seed, same checkpoint); the broadcast makes it so.
       for (Tensor p : model_->parameters()) comm_->broadcast(p, 0);
@@ -369,6 +387,37 @@ class Trainer {
     optim::validate(sched_);
   }
 
+  static io::SafetensorsFile read_init_weights(const std::string& path) {
+    try {
+      return io::load_safetensors(path);
+    } catch (const Error& e) {
+      ATTN_FAIL("train.init_weights: ", e.what());
+    }
+  }
+
+  // One --dump-batches line: the step's padded batches as nested lists, and its lr.
+  void dump_step(const std::vector<data::Batch>& batches) {
+    auto rows = [](const Tensor& t) {
+      const std::vector<int32_t> v = t.to_int_vector();
+      json out = json::array();
+      const int64_t width = t.dim() == 2 ? t.size(1) : 1;
+      for (size_t i = 0; i < v.size(); i += static_cast<size_t>(width))
+        out.push_back(std::vector<int32_t>(v.begin() + static_cast<int64_t>(i),
+                                           v.begin() + static_cast<int64_t>(i) + width));
+      return out;
+    };
+    json bs = json::array();
+    for (const data::Batch& b : batches) {
+      bs.push_back({{"src", rows(b.src)},
+                    {"src_lengths", b.src_lengths.to_int_vector()},
+                    {"tgt_in", rows(b.tgt_in)},
+                    {"tgt_out", rows(b.tgt_out)}});
+    }
+    dump_ << json{{"step", step_ + 1}, {"lr", lr_}, {"batches", std::move(bs)}}.dump() << "\n";
+    dump_.flush();
+    ATTN_CHECK(dump_.good(), "--dump-batches: cannot write '", flags_.dump_batches, "'");
+  }
+
   void restore(const LoadedCheckpoint& ck) {
     try {
       model_->load_parameters(ck.model);
@@ -521,6 +570,7 @@ class Trainer {
     std::vector<data::Batch> batches;
     for (int64_t k = 0; k < cfg_.train.update_freq; ++k) batches.push_back(batcher_->next());
     lr_ = optim::learning_rate(sched_, step_ + 1 - sched_offset_);
+    if (dump_.is_open()) dump_step(batches);
     StepResult r;
     try {
       r = engine_->step(batches, lr_);
@@ -697,6 +747,7 @@ class Trainer {
   const bool progress_ = ::isatty(STDERR_FILENO) == 1;
   std::shared_ptr<spdlog::logger> log_;
   std::ofstream metrics_;
+  std::ofstream dump_;  // --dump-batches
   std::unique_ptr<CheckpointManager> checkpoints_;
   Device device_;
   data::Vocab vocab_;

@@ -14,6 +14,11 @@ namespace attn::train {
 struct TrainFlags {
   bool fresh = false;            // ignore (and move aside) existing checkpoints
   bool reset_optimizer = false;  // resume weights and data position, restart Adam and schedule
+  // JSON lines, one per step this run trains: {"step": N, "lr": ..., "batches": [{"src",
+  // "src_lengths", "tgt_in", "tgt_out"}, ...]} with the padded i32 tensors as nested lists,
+  // exactly what the step consumed (rank 0's batches under data parallelism). "" = off.
+  // For parity checks against another implementation (scripts/bench/parity.py).
+  std::string dump_batches;
 };
 
 struct TrainResult {
