@@ -115,6 +115,23 @@ const sentencepiece::SentencePieceProcessor& processor(
   return *sp;
 }
 
+// A processor loaded by `load` (Load or LoadFromSerializedProto). SentencePiece reports most
+// damage as a status but throws for some (Darts::Details::Exception, e.g. "zero-length key"
+// for a model with an empty piece, found by fuzz/fuzz_spm.cc); both become attn::Error.
+template <class Load>
+std::shared_ptr<sentencepiece::SentencePieceProcessor> load_processor(Load&& load,
+                                                                      const std::string& origin) {
+  auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
+  sentencepiece::util::Status status;
+  try {
+    status = load(*sp);
+  } catch (const std::exception& e) {
+    ATTN_FAIL("cannot load SentencePiece model ", origin, ": ", e.what());
+  }
+  ATTN_CHECK(status.ok(), "cannot load SentencePiece model ", origin, ": ", status.ToString());
+  return sp;
+}
+
 }  // namespace
 
 Vocab Vocab::checked(std::shared_ptr<sentencepiece::SentencePieceProcessor> sp,
@@ -135,18 +152,15 @@ Vocab Vocab::load(const std::string& path) {
   if (!fs::exists(path, ec)) {
     ATTN_FAIL("cannot open SentencePiece model '", path, "': No such file or directory");
   }
-  auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
-  const auto status = sp->Load(path);
-  ATTN_CHECK(status.ok(), "cannot load SentencePiece model '", path, "': ", status.ToString());
-  return checked(std::move(sp), "'" + path + "'");
+  return checked(load_processor([&](auto& sp) { return sp.Load(path); }, "'" + path + "'"),
+                 "'" + path + "'");
 }
 
 Vocab Vocab::from_serialized(const std::string& bytes) {
-  auto sp = std::make_shared<sentencepiece::SentencePieceProcessor>();
-  const auto status = sp->LoadFromSerializedProto(bytes);
-  ATTN_CHECK(status.ok(), "cannot load serialized SentencePiece model (", bytes.size(),
-             " bytes): ", status.ToString());
-  return checked(std::move(sp), "(serialized)");
+  return checked(
+      load_processor([&](auto& sp) { return sp.LoadFromSerializedProto(bytes); },
+                     "(serialized, " + std::to_string(bytes.size()) + " bytes)"),
+      "(serialized)");
 }
 
 Vocab Vocab::train(const std::vector<std::string>& files, const std::string& model_path,
