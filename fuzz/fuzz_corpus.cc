@@ -63,8 +63,7 @@ void fuzz_one(std::string_view data) {
     lines = data::split_lines(data, "corpus");
   } catch (const Error& e) {
     require(!valid, "valid UTF-8 refused: ", e.what());
-    require(std::strstr(e.what(), "invalid UTF-8 in '") != nullptr, "unexpected error: ",
-            e.what());
+    require(std::strstr(e.what(), "invalid UTF-8 in '") != nullptr, "unexpected error: ", e.what());
     return;
   }
   require(valid, "invalid UTF-8 accepted");

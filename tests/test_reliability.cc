@@ -18,6 +18,7 @@
 #include "train/config.h"
 #include "train/model_config.h"
 #include "train/trainer.h"
+#include "train/trainer_state.h"
 
 using namespace attn;
 using namespace attn::train;
@@ -524,6 +525,13 @@ TEST_CASE("errors name the file, key or setting in the user's words", "[reliabil
     check_one_line_error(r);
     CHECK_THAT(r.err, Contains(state.string()) && Contains("not valid JSON") &&
                           !Contains("json.exception"));
+    // Values nested a million levels deep (the JSON parser takes any depth) are named in the
+    // message without a stack overflow (found by fuzz/fuzz_trainer_state.cc).
+    const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+    CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"step\": " + deep + "}", "s.json"); }),
+               Contains("s.json: key 'step' must be a non-negative integer, got [[[["));
+    CHECK_THAT(error_of([&] { train::TrainerState::parse(deep, "s.json"); }),
+               Contains("s.json: the state must be a JSON object, got [[[["));
     fs::remove(state);
     std::ofstream(state) << "{\"format_version\": 1}";
     CHECK_THAT(error_of([&] { load_checkpoint(state.parent_path().string()); }),

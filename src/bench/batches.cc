@@ -12,6 +12,7 @@
 #include "core/file.h"
 #include "data/batcher.h"
 #include "data/vocab.h"
+#include "io/json_excerpt.h"
 #include "nn/config.h"
 
 namespace attn::bench {
@@ -80,7 +81,7 @@ std::vector<int32_t> int_array(const json& j, const char* key, size_t b) {
   std::vector<int32_t> v;
   for (const json& x : j.at(key)) {
     ATTN_CHECK(x.is_number_integer(), "batch file: batches[", b, "].", key,
-               " must hold integers, got ", x.dump());
+               " must hold integers, got ", io::json_excerpt(x));
     v.push_back(x.get<int32_t>());
   }
   return v;

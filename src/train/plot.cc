@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "data/corpus.h"
+#include "io/json_excerpt.h"
 #include "train/checkpoint.h"
 #include "train/svg.h"
 
@@ -93,7 +94,7 @@ RunCurves parse_metrics(const std::string& text, const std::string& source,
     auto add = [&](std::vector<CurvePoint>& series, const char* key) {
       const auto it = record.find(key);
       if (it == record.end() || it->is_null()) return;  // not logged, or NaN (written as null)
-      ATTN_CHECK(it->is_number(), where, ": \"", key, "\" is ", excerpt(it->dump()),
+      ATTN_CHECK(it->is_number(), where, ": \"", key, "\" is ", io::json_excerpt(*it, 57),
                  ", not a number");
       const double v = it->get<double>();
       if (!std::isfinite(v)) return;
