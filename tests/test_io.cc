@@ -307,7 +307,7 @@ TEST_CASE("safetensors: malformed headers and inconsistent offsets", "[io]") {
                 R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
                 eight),
         "checksum mismatch");
-  // Deep nesting (found by fuzzing): refused while parsing, where a copy of a deep value
+  // Deep nesting (a hand-made fuzz input): refused while parsing, where a copy of a deep value
   // would overflow the stack; a nested shape within the limit is shown cut short.
   const std::string deep = std::string(300000, '[') + std::string(300000, ']');
   check(st_file(R"({"x":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,8]}})", eight),

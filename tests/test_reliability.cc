@@ -526,7 +526,7 @@ TEST_CASE("errors name the file, key or setting in the user's words", "[reliabil
     CHECK_THAT(r.err, Contains(state.string()) && Contains("not valid JSON") &&
                           !Contains("json.exception"));
     // Values nested a million levels deep (the JSON parser takes any depth) are named in the
-    // message without a stack overflow (found by fuzz/fuzz_trainer_state.cc).
+    // message without a stack overflow (a hand-made input to the fuzz targets).
     const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
     CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"step\": " + deep + "}", "s.json"); }),
                Contains("s.json: key 'step' must be a non-negative integer, got [[[["));

@@ -1,7 +1,7 @@
 // A JSON value as it appears in an error message: its compact text, cut after `max_chars`
 // characters ("..." marks the cut). Written without recursion, unlike nlohmann's dump(), so a
 // value nested a million levels deep in a damaged or hostile file (the parser accepts any
-// depth) makes a message, not a stack overflow (found by fuzz/fuzz_trainer_state.cc).
+// depth) makes a message, not a stack overflow (a hand-made input to the fuzz targets).
 #pragma once
 
 #include <cstddef>

@@ -32,7 +32,8 @@ using Json = nlohmann::ordered_json;  // keeps the header in tensor order, like 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit the reference reader enforces
 // Real headers nest three levels ({"name": {"shape": [2, 3]}}); deeper ones are refused while
 // parsing. ordered_json copies a member's subtree, recursively, when its object grows, so a
-// shape nested a few hundred thousand levels deep would overflow the stack (found by fuzzing).
+// shape nested a few hundred thousand levels deep would overflow the stack (a hand-made
+// input to fuzz_safetensors).
 constexpr int kMaxHeaderDepth = 16;
 constexpr size_t kIoChunk = size_t{1} << 26;       // bounded read()/write() calls
 
