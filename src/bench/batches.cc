@@ -12,7 +12,7 @@
 #include "core/file.h"
 #include "data/batcher.h"
 #include "data/vocab.h"
-#include "io/json_excerpt.h"
+#include "io/json_message.h"
 #include "nn/config.h"
 
 namespace attn::bench {
@@ -194,8 +194,8 @@ BatchFile read_batch_file(const std::string& path) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    ATTN_FAIL(path, ": not valid JSON (byte ", e.byte, ")");
+  } catch (const json::exception& e) {
+    ATTN_FAIL(path, ": not valid JSON (", io::json_error_text(e), ")");
   }
   try {
     return batch_file_from_json(j);

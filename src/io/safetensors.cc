@@ -18,7 +18,7 @@
 
 #include "core/grad_mode.h"
 #include "core/hash.h"
-#include "io/json_excerpt.h"
+#include "io/json_message.h"
 
 namespace attn::io {
 
@@ -258,7 +258,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
       return true;
     });
   } catch (const nlohmann::json::exception& e) {
-    ATTN_FAIL(where, ": malformed JSON header: ", e.what());
+    ATTN_FAIL(where, ": malformed JSON header: ", json_error_text(e));
   }
   ATTN_CHECK(header.is_object(), where, ": malformed header: JSON is not an object");
 

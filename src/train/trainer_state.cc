@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "io/json_excerpt.h"
+#include "io/json_message.h"
 
 namespace attn::train {
 using json = nlohmann::json;
@@ -148,8 +148,8 @@ TrainerState TrainerState::parse(const std::string& text, const std::string& sou
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    ATTN_FAIL(source, ": not valid JSON (byte ", e.byte, "); the file is damaged");
+  } catch (const json::exception& e) {
+    ATTN_FAIL(source, ": not valid JSON (", io::json_error_text(e), "); the file is damaged");
   }
   return from_json(j, source);
 }
