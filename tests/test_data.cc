@@ -255,6 +255,11 @@ TEST_CASE("vocabulary errors name the path", "[data]") {
                         Contains("zero-length key"));
   CHECK_THROWS_WITH(Vocab::from_serialized(data::read_file_bytes(empty_piece)),
                     Contains("cannot load SentencePiece model (serialized, 336 bytes)"));
+  // A damaged normalization table, which SentencePiece loads and then reads out of bounds on
+  // every encode (found by fuzz/fuzz_spm.cc), is refused before SentencePiece sees it.
+  const std::string charsmap = ATTN_SOURCE_DIR "/fuzz/corpus/spm/damaged_charsmap.model";
+  CHECK_THROWS_WITH(Vocab::load(charsmap), Contains("SentencePiece model '" + charsmap +
+                                                    "': its normalization table is damaged"));
   const std::string bad = write_file("bad_utf8.txt", "ok line\nbad \xFF line\n");
   CHECK_THROWS_WITH(Vocab::train({bad}, (temp_dir() / "x.model").string(), 50),
                     Contains("invalid UTF-8 in '" + bad + "' line 2, byte 5"));
