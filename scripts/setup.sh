@@ -9,6 +9,8 @@ PACKAGES=(
   libopenblas-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
   python3
   librsvg2-bin  # rsvg-convert: tests render attn plot's SVG to PNG; the demo writes a PNG too
+  # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes, LLVM's OpenMP for clang
+  clang-14 libclang-rt-14-dev libomp-14-dev
 )
 
 missing=()

@@ -32,3 +32,14 @@ for family in "${families[@]}"; do
   OPENBLAS_CORETYPE="$family" ctest --test-dir "$build_dir" -LE cuda --output-on-failure \
     -j"$jobs" --no-tests=error
 done
+
+# ---- Reliability stages (docs/RELIABILITY.md): after the CPU tests pass, a short run of every
+# fuzz target and the CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer, each
+# in its own build directory. CI runs them; ATTN_CI_QUICK=1 skips them for local use.
+#   ATTN_CI_FUZZ_SECONDS   seconds per fuzz target (default: 30)
+if [ "${ATTN_CI_QUICK:-0}" != 1 ]; then
+  echo "== fuzz targets, ${ATTN_CI_FUZZ_SECONDS:-30} s each"
+  bash scripts/fuzz.sh "${ATTN_CI_FUZZ_SECONDS:-30}"
+  echo "== CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+  bash scripts/sanitize.sh
+fi

@@ -62,6 +62,12 @@ TEST_CASE("config errors name the key, the file and the line", "[config][errors]
     REQUIRE_THROWS_WITH(parse_config("model: [unclosed\n", "bad.yaml"),
                         Contains("bad.yaml") && Contains("malformed YAML"));
   }
+  SECTION("bytes that are not UTF-8 (found by fuzz_config: they did not survive config.yaml)") {
+    REQUIRE_THROWS_WITH(parse_config(base + "train:\n  output_dir: runs/x\x95\n", "c.yaml"),
+                        "invalid UTF-8 in 'c.yaml' line 4, byte 21 (unexpected continuation byte)");
+    REQUIRE_THROWS_WITH(parse_config(base, "c.yaml", {"train.output_dir=a\xC0\xAF"}),
+                        "--set: invalid UTF-8 at byte 19 (overlong encoding)");
+  }
   SECTION("missing data files") {
     REQUIRE_THROWS_WITH(parse_config("train:\n  max_steps: 3\n", "c.yaml"),
                         Contains("data.train_src is required"));

@@ -247,6 +247,19 @@ TEST_CASE("vocabulary errors name the path", "[data]") {
   const std::string junk = write_file("junk.model", "this is not a protobuf");
   CHECK_THROWS_WITH(Vocab::load(junk), Contains("cannot load SentencePiece model '" + junk));
   CHECK_THROWS_AS(Vocab::from_serialized("garbage"), Error);
+  // A model with an empty piece, on which SentencePiece throws its own exception type
+  // (found by fuzz/fuzz_spm.cc): an attn::Error naming the model like any other damage.
+  const std::string empty_piece = ATTN_SOURCE_DIR "/fuzz/corpus/spm/empty_piece.model";
+  CHECK_THROWS_WITH(Vocab::load(empty_piece),
+                    Contains("cannot load SentencePiece model '" + empty_piece) &&
+                        Contains("zero-length key"));
+  CHECK_THROWS_WITH(Vocab::from_serialized(data::read_file_bytes(empty_piece)),
+                    Contains("cannot load SentencePiece model (serialized, 336 bytes)"));
+  // A damaged normalization table, which SentencePiece loads and then reads out of bounds on
+  // every encode (found by fuzz/fuzz_spm.cc), is refused before SentencePiece sees it.
+  const std::string charsmap = ATTN_SOURCE_DIR "/fuzz/corpus/spm/damaged_charsmap.model";
+  CHECK_THROWS_WITH(Vocab::load(charsmap), Contains("SentencePiece model '" + charsmap +
+                                                    "': its normalization table is damaged"));
   const std::string bad = write_file("bad_utf8.txt", "ok line\nbad \xFF line\n");
   CHECK_THROWS_WITH(Vocab::train({bad}, (temp_dir() / "x.model").string(), 50),
                     Contains("invalid UTF-8 in '" + bad + "' line 2, byte 5"));

@@ -307,6 +307,14 @@ TEST_CASE("safetensors: malformed headers and inconsistent offsets", "[io]") {
                 R"("x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
                 eight),
         "checksum mismatch");
+  // Deep nesting (a hand-made fuzz input): refused while parsing, where a copy of a deep value
+  // would overflow the stack; a nested shape within the limit is shown cut short.
+  const std::string deep = std::string(300000, '[') + std::string(300000, ']');
+  check(st_file(R"({"x":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,8]}})", eight),
+        "malformed header: JSON nested deeper than 16 levels");
+  const std::string nested = "[[[[[[[[[[1,2,3,4,5,6,7,8,9,10,11,12,13,14]]]]]]]]]]";
+  check(st_file(R"({"x":{"dtype":"F32","shape":)" + nested + R"(,"data_offsets":[0,8]}})", eight),
+        "shape [[[[[[[[[[1,2,3,4,5,6,7,8,9,10,11,12,13,... must hold non-negative integers");
 }
 
 TEST_CASE("safetensors: missing files and bad arguments", "[io]") {

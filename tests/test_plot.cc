@@ -180,6 +180,10 @@ TEST_CASE("plot: malformed or empty metrics are errors naming file and line", "[
   CHECK_THAT(
       error_of([&] { train::parse_metrics(good + "{\"type\":\"train\",\"st\n", "m.jsonl", ""); }),
       Contains("m.jsonl:2: not a JSON line"));
+  // A number beyond double's range is nlohmann's out_of_range, not a parse_error.
+  CHECK_THAT(
+      error_of([&] { train::parse_metrics(good + "{\"step\": 1e999}\n", "m.jsonl", ""); }),
+      Contains("m.jsonl:2: not a JSON line (number overflow") && !Contains("json.exception"));
   // ... but an unterminated last line of a live run is one still being written.
   CHECK(train::parse_metrics(good + "{\"type\":\"train\",\"st", "m.jsonl", "").train_loss.size() ==
         1);

@@ -18,6 +18,7 @@
 #include "train/config.h"
 #include "train/model_config.h"
 #include "train/trainer.h"
+#include "train/trainer_state.h"
 
 using namespace attn;
 using namespace attn::train;
@@ -312,6 +313,26 @@ TEST_CASE("sizes that overflow or cannot be allocated are errors, not crashes",
       CHECK_THAT(r.err, Contains(key));
     }
   }
+  SECTION("parameter_count matches the model") {
+    for (bool share : {true, false}) {
+      for (bool pre : {false, true}) {
+        nn::TransformerConfig c = attn::testing::tiny_transformer_config(11, share ? 11 : 13, pre,
+                                                                         share);
+        Generator g(1);
+        CHECK(nn::Transformer(c, g).parameter_count() == c.parameter_count());
+      }
+    }
+    nn::TransformerConfig base;  // the paper's base model with a 37000-token joint vocabulary
+    base.src_vocab = base.tgt_vocab = 37000;
+    CHECK(base.parameter_count() == 63082496);
+  }
+}
+
+// Apart from the other size tests because these run the binary under `ulimit -v`, where an
+// AddressSanitizer build cannot start (its shadow memory needs terabytes of address space);
+// scripts/sanitize.sh leaves this one test case out for that reason.
+TEST_CASE("allocations beyond ulimit -v name the settings and the amount",
+          "[reliability][sizes][ulimit]") {
   SECTION("a model too large for memory names the settings and the amount") {
     // Valid sizes, but d_ff x d_model weights of 16 GiB in a 3 GiB address space.
     const fs::path out = scratch("big_model");
@@ -333,19 +354,6 @@ TEST_CASE("sizes that overflow or cannot be allocated are errors, not crashes",
                               "", "", "ulimit -v 3145728");
     check_one_line_error(r, /*after_log=*/true);
     CHECK_THAT(r.err, Contains("data.synthetic_train_size = 250000000"));
-  }
-  SECTION("parameter_count matches the model") {
-    for (bool share : {true, false}) {
-      for (bool pre : {false, true}) {
-        nn::TransformerConfig c = attn::testing::tiny_transformer_config(11, share ? 11 : 13, pre,
-                                                                         share);
-        Generator g(1);
-        CHECK(nn::Transformer(c, g).parameter_count() == c.parameter_count());
-      }
-    }
-    nn::TransformerConfig base;  // the paper's base model with a 37000-token joint vocabulary
-    base.src_vocab = base.tgt_vocab = 37000;
-    CHECK(base.parameter_count() == 63082496);
   }
 }
 
@@ -519,6 +527,18 @@ TEST_CASE("errors name the file, key or setting in the user's words", "[reliabil
     check_one_line_error(r);
     CHECK_THAT(r.err, Contains(state.string()) && Contains("not valid JSON") &&
                           !Contains("json.exception"));
+    // Values nested a million levels deep (the JSON parser takes any depth) are named in the
+    // message without a stack overflow (a hand-made input to the fuzz targets).
+    const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+    CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"step\": " + deep + "}", "s.json"); }),
+               Contains("s.json: key 'step' must be a non-negative integer, got [[[["));
+    CHECK_THAT(error_of([&] { train::TrainerState::parse(deep, "s.json"); }),
+               Contains("s.json: the state must be a JSON object, got [[[["));
+    // A number beyond double's range is nlohmann's out_of_range, not a parse_error (found by
+    // fuzz_trainer_state).
+    CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"step\": 1e999}", "s.json"); }),
+               Contains("s.json: not valid JSON (number overflow parsing '1e999')") &&
+                   !Contains("json.exception"));
     fs::remove(state);
     std::ofstream(state) << "{\"format_version\": 1}";
     CHECK_THAT(error_of([&] { load_checkpoint(state.parent_path().string()); }),

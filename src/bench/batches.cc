@@ -12,6 +12,7 @@
 #include "core/file.h"
 #include "data/batcher.h"
 #include "data/vocab.h"
+#include "io/json_message.h"
 #include "nn/config.h"
 
 namespace attn::bench {
@@ -80,7 +81,7 @@ std::vector<int32_t> int_array(const json& j, const char* key, size_t b) {
   std::vector<int32_t> v;
   for (const json& x : j.at(key)) {
     ATTN_CHECK(x.is_number_integer(), "batch file: batches[", b, "].", key,
-               " must hold integers, got ", x.dump());
+               " must hold integers, got ", io::json_excerpt(x));
     v.push_back(x.get<int32_t>());
   }
   return v;
@@ -193,8 +194,8 @@ BatchFile read_batch_file(const std::string& path) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
-    ATTN_FAIL(path, ": not valid JSON (byte ", e.byte, ")");
+  } catch (const json::exception& e) {
+    ATTN_FAIL(path, ": not valid JSON (", io::json_error_text(e), ")");
   }
   try {
     return batch_file_from_json(j);

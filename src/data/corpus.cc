@@ -35,24 +35,25 @@ std::string read_file_bytes(const std::string& path, const std::string& role) {
   return text;
 }
 
-std::vector<std::string> read_lines(const std::string& path, const std::string& role) {
-  const std::string text = read_file_bytes(path, role);
-
+std::vector<std::string> split_lines(std::string_view text, const std::string& name) {
   std::vector<std::string> lines;
   size_t pos = 0;
   // Editors on Windows put a byte-order mark in front of UTF-8 files; it is not text.
-  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) pos = 3;
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") pos = 3;
   while (pos < text.size()) {
     const size_t nl = text.find('\n', pos);
-    const size_t end = nl == std::string::npos ? text.size() : nl;
+    const size_t end = nl == std::string_view::npos ? text.size() : nl;
     size_t stop = end;
     if (stop > pos && text[stop - 1] == '\r') --stop;
-    lines.emplace_back(text, pos, stop - pos);
-    check_utf8_line(lines.back(), path == "-" ? "<stdin>" : path,
-                    static_cast<int64_t>(lines.size()));
+    lines.emplace_back(text.substr(pos, stop - pos));
+    check_utf8_line(lines.back(), name, static_cast<int64_t>(lines.size()));
     pos = end + 1;
   }
   return lines;
+}
+
+std::vector<std::string> read_lines(const std::string& path, const std::string& role) {
+  return split_lines(read_file_bytes(path, role), path == "-" ? "<stdin>" : path);
 }
 
 ParallelText read_parallel(const std::string& src_path, const std::string& tgt_path) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace attn::data {
@@ -20,6 +21,9 @@ struct ParallelText {
 std::string read_file_bytes(const std::string& path, const std::string& role = "file");
 
 std::vector<std::string> read_lines(const std::string& path, const std::string& role = "file");
+
+// The lines of `text` by read_lines' rules; `name` stands for the file in errors.
+std::vector<std::string> split_lines(std::string_view text, const std::string& name);
 
 // Both sides of a parallel corpus; errors when either is unreadable, invalid UTF-8, or when
 // the line counts differ ("corpora differ in length: 'a' has 10 lines, 'b' has 9").

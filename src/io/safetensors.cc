@@ -18,6 +18,7 @@
 
 #include "core/grad_mode.h"
 #include "core/hash.h"
+#include "io/json_message.h"
 
 namespace attn::io {
 
@@ -29,6 +30,11 @@ static_assert(std::endian::native == std::endian::little,
 using Json = nlohmann::ordered_json;  // keeps the header in tensor order, like other writers
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // the limit the reference reader enforces
+// Real headers nest three levels ({"name": {"shape": [2, 3]}}); deeper ones are refused while
+// parsing. ordered_json copies a member's subtree, recursively, when its object grows, so a
+// shape nested a few hundred thousand levels deep would overflow the stack (a hand-made
+// input to fuzz_safetensors).
+constexpr int kMaxHeaderDepth = 16;
 constexpr size_t kIoChunk = size_t{1} << 26;       // bounded read()/write() calls
 
 std::optional<DType> parse_st_dtype(const std::string& s) {
@@ -113,12 +119,12 @@ Entry parse_entry(const std::string& path, const std::string& name, const Json& 
   e.dtype = *dtype;
   uint64_t numel = 1;
   for (const auto& d : v["shape"]) {
-    ATTN_CHECK(d.is_number_unsigned(), where, ": shape ", v["shape"].dump(),
+    ATTN_CHECK(d.is_number_unsigned(), where, ": shape ", json_excerpt(v["shape"]),
                " must hold non-negative integers");
     const uint64_t n = d.get<uint64_t>();
     ATTN_CHECK(n <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) &&
                    (n == 0 || numel <= (uint64_t{1} << 60) / n),
-               where, ": shape ", v["shape"].dump(), " is too large");
+               where, ": shape ", json_excerpt(v["shape"]), " is too large");
     numel *= n;
     e.shape.push_back(static_cast<int64_t>(n));
   }
@@ -246,9 +252,13 @@ SafetensorsFile load_safetensors(const std::string& path) {
 
   Json header;
   try {
-    header = Json::parse(text);
+    header = Json::parse(text, [&](int depth, nlohmann::json::parse_event_t, Json&) {
+      ATTN_CHECK(depth <= kMaxHeaderDepth, where, ": malformed header: JSON nested deeper than ",
+                 kMaxHeaderDepth, " levels");
+      return true;
+    });
   } catch (const nlohmann::json::exception& e) {
-    ATTN_FAIL(where, ": malformed JSON header: ", e.what());
+    ATTN_FAIL(where, ": malformed JSON header: ", json_error_text(e));
   }
   ATTN_CHECK(header.is_object(), where, ": malformed header: JSON is not an object");
 

@@ -11,8 +11,12 @@ namespace attn::ops {
 
 namespace {
 // Rows and columns of the [rows, cols] view the kernels work on; an empty last dimension
-// means no rows.
-std::pair<int64_t, int64_t> rows_cols(const char* op, const Tensor& x) {
+// means no rows. (Not a structured binding: clang before 16 cannot capture those in the
+// dispatch lambdas, and the fuzz build uses clang 14.)
+struct RowsCols {
+  int64_t rows, cols;
+};
+RowsCols rows_cols(const char* op, const Tensor& x) {
   ATTN_CHECK(x.dim() >= 1, op, ": x must have at least 1 dimension, got shape ", x.shape());
   const int64_t cols = x.size(-1);
   return {cols ? x.numel() / cols : 0, cols};
@@ -21,7 +25,8 @@ std::pair<int64_t, int64_t> rows_cols(const char* op, const Tensor& x) {
 
 Tensor softmax_forward(const Tensor& x) {
   check_float("softmax", "x", x);
-  const auto [rows, cols] = rows_cols("softmax", x);
+  const RowsCols rc = rows_cols("softmax", x);
+  const int64_t rows = rc.rows, cols = rc.cols;
   Tensor y = Tensor::empty_like(x);
   dispatch_float(
       "softmax", x,
@@ -42,7 +47,8 @@ Tensor softmax_backward(const Tensor& y, const Tensor& dy) {
   check_float(op, "y", y);
   check_same_shape(op, "y", y, "dy", dy);
   check_like(op, "y", y, "dy", dy);
-  const auto [rows, cols] = rows_cols(op, y);
+  const RowsCols rc = rows_cols(op, y);
+  const int64_t rows = rc.rows, cols = rc.cols;
   Tensor dx = Tensor::empty_like(y);
   dispatch_float(
       op, y,

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "data/batcher.h"
 #include "data/corpus.h"
+#include "data/utf8.h"
 #include "decode/beam_search.h"
 #include "train/model_config.h"
 
@@ -281,6 +282,9 @@ std::vector<std::string> config_keys() {
 }
 
 void apply_override(Config& config, const std::string& assignment) {
+  // YAML text is Unicode; other bytes would not survive the round trip through config.yaml.
+  if (const auto bad = data::find_invalid_utf8(assignment))
+    ATTN_FAIL("--set: invalid UTF-8 at byte ", bad->offset + 1, " (", bad->reason, ")");
   const auto eq = assignment.find('=');
   ATTN_CHECK(eq != std::string::npos, "--set ", assignment, ": expected key=value");
   const std::string key = trim(assignment.substr(0, eq));
@@ -299,6 +303,9 @@ void apply_override(Config& config, const std::string& assignment) {
 
 Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides) {
+  // YAML text is Unicode (yaml-cpp passes other bytes through, and config.yaml would not read
+  // back the same; found by fuzz_config): the corpus reader's check names line and byte.
+  data::split_lines(yaml_text, source);
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "data/corpus.h"
+#include "io/json_message.h"
 #include "train/checkpoint.h"
 #include "train/svg.h"
 
@@ -71,14 +72,10 @@ RunCurves parse_metrics(const std::string& text, const std::string& source,
     json record;
     try {
       record = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       // The trainer may be writing this line right now (plotting a live run).
       if (nl == std::string::npos) break;
-      // nlohmann's message starts with "[json.exception.parse_error.101] parse error at ...".
-      const std::string why = e.what();
-      const size_t cut = why.find("] ");
-      ATTN_FAIL(where, ": not a JSON line (", cut == std::string::npos ? why : why.substr(cut + 2),
-                "): ", excerpt(line));
+      ATTN_FAIL(where, ": not a JSON line (", io::json_error_text(e), "): ", excerpt(line));
     }
     ATTN_CHECK(record.is_object(), where, ": expected a JSON object, got: ", excerpt(line));
     any_record = true;
@@ -93,7 +90,7 @@ RunCurves parse_metrics(const std::string& text, const std::string& source,
     auto add = [&](std::vector<CurvePoint>& series, const char* key) {
       const auto it = record.find(key);
       if (it == record.end() || it->is_null()) return;  // not logged, or NaN (written as null)
-      ATTN_CHECK(it->is_number(), where, ": \"", key, "\" is ", excerpt(it->dump()),
+      ATTN_CHECK(it->is_number(), where, ": \"", key, "\" is ", io::json_excerpt(*it, 57),
                  ", not a number");
       const double v = it->get<double>();
       if (!std::isfinite(v)) return;

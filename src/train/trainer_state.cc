@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "io/json_message.h"
 
 namespace attn::train {
 using json = nlohmann::json;
@@ -15,7 +16,7 @@ class Reader {
   Reader(const json& j, const std::string& source, std::string prefix = "")
       : j_(j), source_(source), prefix_(std::move(prefix)) {
     ATTN_CHECK(j_.is_object(), source_, ": ", prefix_.empty() ? "the state" : "'" + prefix_ + "'",
-               " must be a JSON object, got ", j_.dump());
+               " must be a JSON object, got ", io::json_excerpt(j_));
   }
 
   const json* find(const char* key, bool required) const {
@@ -66,9 +67,8 @@ class Reader {
 
  private:
   void check(bool ok, const char* key, const json& v, const char* expected) const {
-    std::string shown = v.dump();
-    if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
-    ATTN_CHECK(ok, source_, ": key '", name(key), "' must be ", expected, ", got ", shown);
+    ATTN_CHECK(ok, source_, ": key '", name(key), "' must be ", expected, ", got ",
+               io::json_excerpt(v));
   }
   const json& j_;
   const std::string& source_;
@@ -148,8 +148,8 @@ TrainerState TrainerState::parse(const std::string& text, const std::string& sou
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    ATTN_FAIL(source, ": not valid JSON (byte ", e.byte, "); the file is damaged");
+  } catch (const json::exception& e) {
+    ATTN_FAIL(source, ": not valid JSON (", io::json_error_text(e), "); the file is damaged");
   }
   return from_json(j, source);
 }
