@@ -263,6 +263,30 @@ def cpu_name() -> str:
 
 # --- one comparison run --------------------------------------------------------------------
 
+def _train_task(task: tuple) -> dict:
+    """train_reference in a worker process (spawned: the parent's thread pools are not
+    inherited) with its share of the CPU threads."""
+    threads, *rest = task
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    return train_reference(*rest)
+
+
+def train_many(tasks: List[tuple], jobs: int) -> List[dict]:
+    """train_reference(*task) for every task; with jobs > 1 that many at a time, each in its
+    own process with threads / jobs threads (the runs are independent, and on a busy machine
+    several processes get more of it than one)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return [train_reference(*t) for t in tasks]
+    import concurrent.futures
+    import multiprocessing
+    threads = max(1, torch.get_num_threads() // jobs)
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(jobs, len(tasks)),
+            mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_train_task, [(threads, *t) for t in tasks]))
+
+
 def parity_run(args, name: str, config: str, sets: List[str], values: dict, cfg: ModelConfig,
                init_path: str, work: str, extra_torch_seeds: List[int] = (),
                with_floor: bool = False, with_f64: bool = True) -> dict:
@@ -276,8 +300,29 @@ def parity_run(args, name: str, config: str, sets: List[str], values: dict, cfg:
     res = {"steps": n, "attn_seconds": attn_s, "attn_losses": [logged[i][0] for i in
                                                                range(1, n + 1)]}
     train = values["train"]
-    print(f"[{name}] attn: {n} steps in {attn_s:.0f} s; PyTorch f32 ...", flush=True)
-    ref = train_reference(cfg, init_path, steps, train, torch.float32, seed=train["seed"])
+    seed = train["seed"]
+    init, _ = read_safetensors(init_path)
+    # The PyTorch runs: f32 from the same weights; the floor (f32 from the initial weights
+    # times (1 + 1e-7 N(0, 1)), about one rounding of every weight, and f64); other dropout
+    # seeds.
+    tasks = {"f32": (cfg, init_path, steps, train, torch.float32, seed)}
+    if with_floor:
+        g = torch.Generator().manual_seed(12345)
+        perturbed_path = os.path.join(work, "init_perturbed.safetensors")
+        write_safetensors(perturbed_path, [
+            (k, (t.double() * (1 + 1e-7 * torch.randn(t.shape, generator=g,
+                                                       dtype=torch.float64))).float())
+            for k, t in init.items()])
+        tasks["perturbed"] = (cfg, perturbed_path, steps, train, torch.float32, seed)
+        if with_f64:
+            tasks["f64"] = (cfg, init_path, steps, train, torch.float64, seed)
+    for other_seed in extra_torch_seeds:
+        tasks[f"seed{other_seed}"] = (cfg, init_path, steps, train, torch.float32, other_seed)
+    print(f"[{name}] attn: {n} steps in {attn_s:.0f} s; PyTorch: {', '.join(tasks)} "
+          f"({args.jobs} at a time) ...", flush=True)
+    runs = dict(zip(tasks, train_many(list(tasks.values()), args.jobs)))
+
+    ref = runs["f32"]
     res["torch_seconds"] = ref["seconds"]
     res["torch_losses"] = ref["losses"]
     res["lrs"] = ref["lrs"]
@@ -285,16 +330,14 @@ def parity_run(args, name: str, config: str, sets: List[str], values: dict, cfg:
     res["clipped_steps"] = (sum(g > float(train["clip_norm"]) for g in ref["grad_norms"])
                             if float(train["clip_norm"]) > 0 else 0)
     res["tgt_tokens"] = [sum(int((b[3] != PAD).sum()) for b in s["batches"]) for s in steps]
-    init, _ = read_safetensors(init_path)
     attn_w = attn_final_weights(out_dir)
     res["loss_attn_vs_torch"] = loss_difference(res["attn_losses"], ref["losses"])
     res["weights_attn_vs_torch"] = weight_difference(attn_w, ref["weights"], init)
     res["_torch_weights"] = ref["weights"]
     res["_attn_weights"] = attn_w
     res["_steps"] = steps
-    if with_floor and with_f64:
-        print(f"[{name}] PyTorch f64 ...", flush=True)
-        exact = train_reference(cfg, init_path, steps, train, torch.float64, seed=train["seed"])
+    if "f64" in runs:
+        exact = runs["f64"]
         res["torch64_seconds"] = exact["seconds"]
         res["torch64_losses"] = exact["losses"]
         res["loss_attn_vs_torch64"] = loss_difference(res["attn_losses"], exact["losses"])
@@ -302,25 +345,14 @@ def parity_run(args, name: str, config: str, sets: List[str], values: dict, cfg:
         res["weights_attn_vs_torch64"] = weight_difference(attn_w, exact["weights"], init)
         res["weights_torch_vs_torch64"] = weight_difference(ref["weights"], exact["weights"],
                                                             init)
-    if with_floor:
-        # How far f32 training itself carries a difference of about one rounding of every
-        # initial weight: PyTorch f32 from the initial weights times (1 + 1e-7 * N(0, 1)).
-        print(f"[{name}] PyTorch f32 from perturbed weights ...", flush=True)
-        g = torch.Generator().manual_seed(12345)
-        perturbed_path = os.path.join(work, "init_perturbed.safetensors")
-        write_safetensors(perturbed_path, [
-            (n, (t.double() * (1 + 1e-7 * torch.randn(t.shape, generator=g,
-                                                       dtype=torch.float64))).float())
-            for n, t in init.items()])
-        pert = train_reference(cfg, perturbed_path, steps, train, torch.float32,
-                               seed=train["seed"])
+    if "perturbed" in runs:
+        pert = runs["perturbed"]
+        res["perturbed_losses"] = pert["losses"]
         res["loss_perturbed_vs_torch"] = loss_difference(pert["losses"], ref["losses"])
         res["weights_perturbed_vs_torch"] = weight_difference(pert["weights"], ref["weights"],
                                                               init)
-    for seed in extra_torch_seeds:
-        print(f"[{name}] PyTorch f32, dropout seed {seed} ...", flush=True)
-        other = train_reference(cfg, init_path, steps, train, torch.float32, seed=seed)
-        res.setdefault("torch_other_seeds", {})[seed] = other["losses"]
+    for other_seed in extra_torch_seeds:
+        res.setdefault("torch_other_seeds", {})[other_seed] = runs[f"seed{other_seed}"]["losses"]
     return res
 
 
@@ -522,6 +554,8 @@ def main() -> int:
                     help="skip the PyTorch runs from perturbed weights (and in f64)")
     ap.add_argument("--f64", action="store_true",
                     help="long form: also train PyTorch in f64 (the fixture always does)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="PyTorch runs of one comparison trained at a time (processes)")
     ap.add_argument("--work", help="working directory (default: a new temporary one)")
     ap.add_argument("--json-out", help="write every number to this file")
     args = ap.parse_args()
