@@ -30,7 +30,7 @@ of their moving averages, next to that of two PyTorch runs with different dropou
 
   # long form: 500 steps of configs/small.yaml's model and schedule (warm-up 100) on every
   # 8th of the first 400,000 Ding pairs (50,000), a 4000-piece vocabulary, batches of <= 600
-  # tokens (docs/PARITY.md); exit status 1 when --loss-tol or --weight-tol is exceeded
+  # tokens (docs/PARITY.md); exit status 1 when the comparison fails (see judge())
   python3 scripts/bench/parity.py --attn build/attn --data data/ding
   # short form: rewrites the fixture of tests/test_parity.cc (tiny model, 50 steps)
   python3 scripts/bench/parity.py --attn build/attn --make-fixture
@@ -372,6 +372,33 @@ def fmt_weights(d: dict) -> str:
 
 # --- the long form -------------------------------------------------------------------------
 
+def judge(r0: dict, args) -> dict:
+    """Pass or fail of the dropout-0 comparison. Step 1 must agree within --step1-tol (one
+    step is the golden tests' case). After that, whether a per-step tolerance can hold depends
+    on the run: at a high learning rate training is chaotic and PyTorch from weights perturbed
+    by one rounding drifts as far from PyTorch as anything can (docs/PARITY.md). With that
+    floor measured, the mean per-step loss difference and the final weights' difference must be
+    within --floor-factor times the floor's; without it (--no-floor), within --loss-tol at every
+    step and --weight-tol of the distance travelled."""
+    la, wa = r0["loss_attn_vs_torch"], r0["weights_attn_vs_torch"]
+    checks = [(f"step 1 loss {la['first']:.2e} <= {args.step1_tol:g}",
+               la["first"] <= args.step1_tol)]
+    if "loss_perturbed_vs_torch" in r0:
+        lf, wf, k = r0["loss_perturbed_vs_torch"], r0["weights_perturbed_vs_torch"], \
+            args.floor_factor
+        checks += [(f"mean loss {la['mean']:.2e} <= {k:g} x floor {lf['mean']:.2e}",
+                    la["mean"] <= k * lf["mean"]),
+                   (f"weights {wa['vs_update']:.2e} <= {k:g} x floor {wf['vs_update']:.2e}",
+                    wa["vs_update"] <= k * wf["vs_update"])]
+    else:
+        checks += [(f"every step's loss: max {la['max']:.2e} <= {args.loss_tol:g}",
+                    la["max"] <= args.loss_tol),
+                   (f"weights {wa['vs_update']:.2e} <= {args.weight_tol:g}",
+                    wa["vs_update"] <= args.weight_tol)]
+    return {"ok": all(ok for _, ok in checks),
+            "text": "; ".join(f"{t}: {'ok' if ok else 'FAILED'}" for t, ok in checks)}
+
+
 def subset(src: str, dst: str, count: int, every: int) -> None:
     with open(src, encoding="utf-8") as fi, open(dst, "w", encoding="utf-8") as fo:
         kept = 0
@@ -443,8 +470,7 @@ def long_form(args) -> int:
         results["max_tokens"] = args.max_tokens
 
     r0, r1 = results["runs"]["dropout0"], results["runs"]["dropout0.1"]
-    ok_loss = r0["loss_attn_vs_torch"]["max"] <= args.loss_tol
-    ok_w = r0["weights_attn_vs_torch"]["vs_update"] <= args.weight_tol
+    verdict = judge(r0, args)
     print()
     print(f"{results['date']}, {results['cpu']}, torch {torch.__version__}")
     print(f"model {results['model']}, vocab {vocab}, {args.pairs} Ding pairs, "
@@ -457,6 +483,7 @@ def long_form(args) -> int:
     if "loss_attn_vs_torch64" in r0:
         print(f"  attn f32 vs PyTorch f64:    {fmt_loss(r0['loss_attn_vs_torch64'])}")
         print(f"  PyTorch f32 vs PyTorch f64: {fmt_loss(r0['loss_torch_vs_torch64'])}")
+    if "loss_perturbed_vs_torch" in r0:
         print(f"  PyTorch f32, init x (1 + 1e-7 N(0,1)) vs PyTorch f32: "
               f"{fmt_loss(r0['loss_perturbed_vs_torch'])}")
     print("dropout 0, final weights:")
@@ -464,6 +491,7 @@ def long_form(args) -> int:
     if "weights_attn_vs_torch64" in r0:
         print(f"  attn f32 vs PyTorch f64:    {fmt_weights(r0['weights_attn_vs_torch64'])}")
         print(f"  PyTorch f32 vs PyTorch f64: {fmt_weights(r0['weights_torch_vs_torch64'])}")
+    if "weights_perturbed_vs_torch" in r0:
         print(f"  PyTorch f32, init x (1 + 1e-7 N(0,1)) vs PyTorch f32: "
               f"{fmt_weights(r0['weights_perturbed_vs_torch'])}")
     print(f"dropout {args.dropout}, loss over a trailing {args.window}-step window, "
@@ -473,14 +501,12 @@ def long_form(args) -> int:
         d = r1[key]
         print(f"  {label}: max {d['max']:.2e}, mean {d['mean']:.2e}; final smoothed loss "
               f"{d['final_a']:.4f} vs {d['final_b']:.4f}")
-    print(f"\nloss tolerance {args.loss_tol:g} at every step: {'ok' if ok_loss else 'EXCEEDED'}; "
-          f"weight tolerance {args.weight_tol:g} of the distance travelled: "
-          f"{'ok' if ok_w else 'EXCEEDED'}")
+    print("\n" + verdict["text"])
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump(results, fh, indent=1)
         print(f"wrote {args.json_out}")
-    return 0 if ok_loss and ok_w else 1
+    return 0 if verdict["ok"] else 1
 
 
 # --- the short form: tests/test_parity.cc's fixture ----------------------------------------
@@ -546,10 +572,15 @@ def main() -> int:
     ap.add_argument("--dropout", type=float, default=0.1, help="of the statistical comparison")
     ap.add_argument("--window", type=int, default=50, help="moving-average window (steps)")
     ap.add_argument("--init-seed", type=int, default=1)
-    ap.add_argument("--loss-tol", type=float, default=5e-3,
-                    help="largest relative per-step loss difference accepted (dropout 0)")
-    ap.add_argument("--weight-tol", type=float, default=5e-2,
-                    help="largest ||attn - torch|| / ||torch - init|| accepted (dropout 0)")
+    ap.add_argument("--step1-tol", type=float, default=1e-5,
+                    help="largest relative loss difference accepted at step 1")
+    ap.add_argument("--floor-factor", type=float, default=2.0,
+                    help="attn may differ from PyTorch this many times as much as PyTorch "
+                         "from perturbed weights does (mean loss, final weights)")
+    ap.add_argument("--loss-tol", type=float, default=1e-4,
+                    help="with --no-floor: largest relative loss difference at any step")
+    ap.add_argument("--weight-tol", type=float, default=1e-3,
+                    help="with --no-floor: largest ||attn - torch|| / ||torch - init||")
     ap.add_argument("--no-floor", action="store_true",
                     help="skip the PyTorch runs from perturbed weights (and in f64)")
     ap.add_argument("--f64", action="store_true",
