@@ -304,6 +304,6 @@ TEST_CASE("plot: attn plot errors are one line and leave no file", "[plot][e2e]"
                  "no directory '" + (dir / "no").string() + "'");
   // A full disk (a device is written in place, never renamed over).
   one_line_error({"plot", (dir / "good").string(), "-o", "/dev/full"},
-                 "writing '/dev/full' failed: No space left on device");
+                 "writing training curves '/dev/full' failed: No space left on device");
   CHECK(fs::is_character_file("/dev/full"));
 }
