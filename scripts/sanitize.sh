@@ -13,20 +13,25 @@ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DATTN_CUDA=OFF \
 cmake --build "$build_dir" -j"$jobs"
 
 # allocator_may_return_null: attn turns a failed allocation into OutOfMemoryError (tested with
-# a 4 PiB tensor); ASan would otherwise stop the process at the request.
-# detect_leaks: a leak fails the test that caused it; OpenMPI's own allocations that live
-# until exit are suppressed (scripts/lsan.supp). The child processes that tests start (the
-# attn binary) inherit these settings.
-export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1"
-export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
+# a 4 PiB tensor); ASan would otherwise stop the process at the request. The child processes
+# that tests start (the attn binary, MPI ranks) inherit these settings.
+asan="allocator_may_return_null=1:strict_string_checks=1:detect_stack_use_after_return=1"
+asan+=":check_initialization_order=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 # Left out, each for a reason:
 # - "allocations beyond ulimit -v ...": runs attn under `ulimit -v` (1-3 GiB), where an ASan
 #   process cannot start (its shadow memory reserves terabytes of address space).
 # - prepare_ding: Python only, no attn code to check.
-excluded='^(allocations beyond ulimit -v name the settings and the amount|prepare_ding)$'
+excluded='allocations beyond ulimit -v name the settings and the amount|prepare_ding'
+mpi='mpi_two_ranks|mpi_train'
 start=$(date +%s)
-ctest --test-dir "$build_dir" -LE cuda -E "$excluded" --output-on-failure -j"$jobs" \
-  --no-tests=error
+# Everything but the MPI tests, with leak detection: a leak fails the test that caused it.
+ASAN_OPTIONS="$asan:detect_leaks=1" ctest --test-dir "$build_dir" -LE cuda \
+  -E "^($excluded|$mpi)\$" --output-on-failure -j"$jobs" --no-tests=error
+# The two-rank MPI tests without leak detection: OpenMPI's plugins, unloaded at
+# MPI_Finalize, leave allocations that LeakSanitizer reports from unknown modules (so they
+# cannot be suppressed by library name). Addresses and undefined behaviour are still checked.
+ASAN_OPTIONS="$asan:detect_leaks=0" ctest --test-dir "$build_dir" -LE cuda -R "^($mpi)\$" \
+  --output-on-failure -j"$jobs" --no-tests=error
 echo "sanitize: CPU test suite clean under ASan + UBSan in $(($(date +%s) - start)) s"

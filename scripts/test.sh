@@ -42,7 +42,7 @@ if [ "${ATTN_CI_QUICK:-0}" != 1 ]; then
   echo "== fuzz targets, ${ATTN_CI_FUZZ_SECONDS:-30} s each"
   bash scripts/fuzz.sh "${ATTN_CI_FUZZ_SECONDS:-30}"
 fi
-# The sanitizer stage has not had a clean full run yet (docs/RELIABILITY.md): opt-in until then.
+# The sanitizer stage has not yet run clean on the merged suite (docs/RELIABILITY.md): opt-in.
 if [ "${ATTN_CI_SANITIZE:-0}" = 1 ]; then
   echo "== CPU tests under AddressSanitizer + UndefinedBehaviorSanitizer"
   bash scripts/sanitize.sh

@@ -260,6 +260,9 @@ TEST_CASE("vocabulary errors name the path", "[data]") {
   const std::string charsmap = ATTN_SOURCE_DIR "/fuzz/corpus/spm/damaged_charsmap.model";
   CHECK_THROWS_WITH(Vocab::load(charsmap), Contains("SentencePiece model '" + charsmap +
                                                     "': its normalization table is damaged"));
+  const std::string long_trie = ATTN_SOURCE_DIR "/fuzz/corpus/spm/trie_too_long.model";
+  CHECK_THROWS_WITH(Vocab::load(long_trie),
+                    Contains("its normalization table is damaged (the trie is longer"));
   const std::string bad = write_file("bad_utf8.txt", "ok line\nbad \xFF line\n");
   CHECK_THROWS_WITH(Vocab::train({bad}, (temp_dir() / "x.model").string(), 50),
                     Contains("invalid UTF-8 in '" + bad + "' line 2, byte 5"));

@@ -134,6 +134,10 @@ void check_charsmap(std::string_view blob, const std::string& where) {
   std::memcpy(&trie_bytes, blob.data(), 4);
   if (trie_bytes >= blob.size()) return;  // likewise
   blob.remove_prefix(4);
+  // SentencePiece compares the size with the blob before removing the 4 bytes of the size
+  // itself, so a trie up to 3 bytes too long gets past it (found by fuzz_spm).
+  ATTN_CHECK(trie_bytes <= blob.size(), where,
+             ": its normalization table is damaged (the trie is longer than the table)");
   const size_t n = trie_bytes / 4;
   std::vector<uint32_t> units(n);
   if (n > 0) std::memcpy(units.data(), blob.data(), n * 4);
