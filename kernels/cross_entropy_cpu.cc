@@ -2,6 +2,7 @@
 // per-row slots; the totals are then summed in row order (deterministic for any thread
 // count). The exponentials of f32 logits use the vectorisable exp_f32 (kernels/cpu_math.h)
 // with sums accumulated in double; f64 logits (gradient checks) use std::exp throughout.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -26,51 +27,51 @@ inline double exp_t(double x) { return std::exp(x); }
 // float sum adds at most 64 terms (relative error <= 64 * 2^-24 before the double total).
 constexpr int64_t kBlock = 64 * 4;
 
+// sum_j f(x[j]) in double. f32 rows go 4 at a time through `vec` (f32x4 -> f32x4) with float
+// partial sums per block of kBlock; the tail, and f64 rows, go through `one` element by element.
+template <class T, class Vec, class One>
+double blocked_sum(const T* x, int64_t n, Vec vec, One one) {
+  double s = 0;
+  int64_t j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    while (j + 4 <= n) {
+      f32x4 vs{};
+      for (const int64_t end = std::min(n - 3, j + kBlock); j < end; j += 4) vs += vec(load4(x + j));
+      for (int k = 0; k < 4; ++k) s += static_cast<double>(vs[k]);
+    }
+  }
+  for (; j < n; ++j) s += static_cast<double>(one(x[j]));
+  return s;
+}
+
 // Largest value of a row (NaNs ignored, as by the strict comparison of a plain loop), its first
 // position, and the row's sum in double.
 template <class T>
 void row_max_sum(const T* x, int64_t n, T& max, int64_t& argmax, double& sum) {
   T m = -std::numeric_limits<T>::infinity();
-  double s = 0;
-  int64_t j = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    f32x4 vm = f32x4{} - std::numeric_limits<float>::infinity();
-    for (int64_t b = 0; b + 4 <= n; b += kBlock) {
-      f32x4 vs{};
-      for (j = b; j + 4 <= n && j < b + kBlock; j += 4) {
-        const f32x4 v = load4(x + j);
+  f32x4 vm = f32x4{} - std::numeric_limits<float>::infinity();
+  sum = blocked_sum(
+      x, n,
+      [&](auto v) {
         vm = v > vm ? v : vm;
-        vs += v;
-      }
-      for (int k = 0; k < 4; ++k) s += static_cast<double>(vs[k]);
-    }
-    for (int k = 0; k < 4; ++k) m = vm[k] > m ? vm[k] : m;
-  }
-  for (; j < n; ++j) {
-    m = x[j] > m ? x[j] : m;
-    s += static_cast<double>(x[j]);
-  }
+        return v;
+      },
+      [&](T v) {
+        m = v > m ? v : m;
+        return v;
+      });
+  for (int k = 0; k < 4; ++k) m = vm[k] > m ? static_cast<T>(vm[k]) : m;
   int64_t first = 0;
   while (first < n && !(x[first] == m)) ++first;
   max = m;
   argmax = first < n ? first : 0;
-  sum = s;
 }
 
 // sum_j exp(x[j] - shift), the exponentials in T, the sum in double.
 template <class T>
 double sum_exp(const T* x, int64_t n, T shift) {
-  double s = 0;
-  int64_t j = 0;
-  if constexpr (std::is_same_v<T, float>) {
-    for (int64_t b = 0; b + 4 <= n; b += kBlock) {
-      f32x4 vs{};
-      for (j = b; j + 4 <= n && j < b + kBlock; j += 4) vs += exp_f32(load4(x + j) - shift);
-      for (int k = 0; k < 4; ++k) s += static_cast<double>(vs[k]);
-    }
-  }
-  for (; j < n; ++j) s += static_cast<double>(exp_t(x[j] - shift));
-  return s;
+  return blocked_sum(
+      x, n, [&](auto v) { return exp_f32(v - shift); }, [&](T v) { return exp_t(v - shift); });
 }
 
 // d[j] = g * (exp(x[j] - l) - u).

@@ -32,12 +32,18 @@ namespace {
 
 constexpr size_t kCpuAlignment = 64;
 
+// aligned_alloc of `bytes` rounded up to the alignment; nullptr when the rounding overflows or
+// the system has no memory.
+void* cpu_aligned_alloc(size_t bytes) {
+  const size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
+  return rounded >= bytes ? std::aligned_alloc(kCpuAlignment, rounded) : nullptr;
+}
+
 class CpuAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override {
     if (bytes == 0) return nullptr;
-    const size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
-    void* p = rounded >= bytes ? std::aligned_alloc(kCpuAlignment, rounded) : nullptr;
+    void* p = cpu_aligned_alloc(bytes);
     if (!p) {
       throw OutOfMemoryError(detail::str_cat(
           "out of host memory: asked for ", format_bytes(static_cast<double>(bytes)), " with ",
@@ -64,10 +70,7 @@ class CpuAllocator final : public Allocator {
 // (15% of a CPU training step before this cache; docs/PERFORMANCE.md).
 class CpuRawMemory final : public RawMemory {
  public:
-  void* allocate(size_t bytes) override {
-    const size_t rounded = (bytes + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
-    return rounded >= bytes ? std::aligned_alloc(kCpuAlignment, rounded) : nullptr;
-  }
+  void* allocate(size_t bytes) override { return cpu_aligned_alloc(bytes); }
   void release(void* ptr, size_t) override { std::free(ptr); }
   std::string out_of_memory_message(size_t bytes, const AllocatorStats& s) const override {
     return detail::str_cat("out of host memory: asked for ", format_bytes(double(bytes)), " with ",
