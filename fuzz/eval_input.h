@@ -4,6 +4,7 @@
 // as fit evenly (at least one segment).
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <string_view>
 #include <vector>

@@ -24,12 +24,12 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 #   process cannot start (its shadow memory reserves terabytes of address space).
 # - prepare_ding: Python only, no attn code to check.
 excluded='allocations beyond ulimit -v name the settings and the amount|prepare_ding'
-mpi='mpi_two_ranks|mpi_train'
+mpi='mpi_two_ranks|mpi_train|mpi_rank_failure'
 start=$(date +%s)
 # Everything but the MPI tests, with leak detection: a leak fails the test that caused it.
 ASAN_OPTIONS="$asan:detect_leaks=1" ctest --test-dir "$build_dir" -LE cuda \
   -E "^($excluded|$mpi)\$" --output-on-failure -j"$jobs" --no-tests=error
-# The two-rank MPI tests without leak detection: OpenMPI's plugins, unloaded at
+# The MPI tests without leak detection: OpenMPI's plugins, unloaded at
 # MPI_Finalize, leave allocations that LeakSanitizer reports from unknown modules (so they
 # cannot be suppressed by library name). Addresses and undefined behaviour are still checked.
 ASAN_OPTIONS="$asan:detect_leaks=0" ctest --test-dir "$build_dir" -LE cuda -R "^($mpi)\$" \

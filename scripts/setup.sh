@@ -8,6 +8,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libyaml-cpp-dev catch2 libsentencepiece-dev sentencepiece
   libopenblas-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
   python3
+  procps  # pgrep and ps: tests/dist/test_rank_failure_mpi.sh looks for surviving ranks
   librsvg2-bin  # rsvg-convert: tests render attn plot's SVG to PNG; the demo writes a PNG too
   # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes, LLVM's OpenMP for clang
   clang-14 libclang-rt-14-dev libomp-14-dev

@@ -60,17 +60,13 @@ struct Run {
   std::map<std::string, Tensor> weights;
 };
 
-std::vector<double> doubles(const Tensor& t) {
-  return t.to_double_vector();
-}
-
 Run expected_run() {
   io::SafetensorsFile f = io::load_safetensors((fixture_dir() / "expected.safetensors").string());
   Run r;
-  r.loss = doubles(f.tensors.at("loss"));
-  r.lr = doubles(f.tensors.at("lr"));
-  for (double v : doubles(f.tensors.at("tgt_tokens"))) r.tgt_tokens.push_back(std::llround(v));
-  for (double v : doubles(f.tensors.at("tgt_id_sum"))) r.tgt_id_sum.push_back(std::llround(v));
+  r.loss = f.tensors.at("loss").to_double_vector();
+  r.lr = f.tensors.at("lr").to_double_vector();
+  for (double v : f.tensors.at("tgt_tokens").to_double_vector()) r.tgt_tokens.push_back(std::llround(v));
+  for (double v : f.tensors.at("tgt_id_sum").to_double_vector()) r.tgt_id_sum.push_back(std::llround(v));
   for (auto& [name, t] : f.tensors)
     if (name.rfind("final.", 0) == 0) r.weights[name.substr(6)] = t;
   return r;
@@ -163,6 +159,10 @@ TEST_CASE("Parity: 50 training steps follow PyTorch's from the same weights and 
   const Run torch = expected_run();
   const Run attn = attn_run("same");
   REQUIRE(attn.loss.size() == torch.loss.size());
+  REQUIRE(attn.tgt_tokens.size() == torch.loss.size());
+  REQUIRE(torch.tgt_tokens.size() == torch.loss.size());
+  REQUIRE(attn.tgt_id_sum.size() == torch.loss.size());
+  REQUIRE(torch.tgt_id_sum.size() == torch.loss.size());
   for (size_t i = 0; i < torch.loss.size(); ++i) {
     INFO("step " << i + 1
                  << ": attn's batches differ from those the fixture was made with; "
@@ -171,6 +171,7 @@ TEST_CASE("Parity: 50 training steps follow PyTorch's from the same weights and 
     REQUIRE(attn.tgt_tokens[i] == torch.tgt_tokens[i]);
     REQUIRE(attn.tgt_id_sum[i] == torch.tgt_id_sum[i]);
   }
+  REQUIRE(attn.lr.size() == torch.lr.size());
   for (size_t i = 0; i < torch.lr.size(); ++i) {
     INFO("step " << i + 1 << " learning rate " << attn.lr[i] << " vs " << torch.lr[i]);
     CHECK(std::abs(attn.lr[i] - torch.lr[i]) <= 1e-12 * torch.lr[i]);

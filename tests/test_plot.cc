@@ -17,6 +17,7 @@
 
 using namespace attn;
 using attn::testing::error_of;
+using attn::testing::read_text;
 using attn::testing::run_attn_capture;
 using attn::testing::run_program_capture;
 using attn::testing::scratch_path;
@@ -28,13 +29,6 @@ namespace {
 void write_text(const fs::path& p, const std::string& text) {
   fs::create_directories(p.parent_path());
   std::ofstream(p, std::ios::binary) << text;
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 size_t count_of(const std::string& haystack, const std::string& needle) {

@@ -23,6 +23,7 @@
 using namespace attn;
 using namespace attn::train;
 using attn::testing::CommandResult;
+using attn::testing::read_text;
 using attn::testing::error_of;
 using attn::testing::run_attn_capture;
 using Catch::Contains;
@@ -32,13 +33,6 @@ namespace {
 
 fs::path scratch(const std::string& name) {
   return attn::testing::scratch_path("reliability", name);
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 // What main promises for every error: exit status 1 and exactly one line on stderr that
@@ -81,7 +75,7 @@ std::map<std::string, std::string> tree(const fs::path& dir) {
     if (e.is_symlink())
       out[rel] = "-> " + fs::read_symlink(e.path()).string();
     else if (e.is_regular_file())
-      out[rel] = slurp(e.path());
+      out[rel] = read_text(e.path());
   }
   return out;
 }
@@ -124,8 +118,8 @@ TEST_CASE("average never replaces an input or anything that is not a previous av
     CHECK_THROWS_WITH(average_checkpoints({a, b}, c.out), Contains(c.why));
   }
   CHECK(tree(ck) == before);
-  CHECK(slurp(run / "notes" / "todo.txt") == "keep me\n");
-  CHECK(slurp(run / "results.txt") == "keep me too\n");
+  CHECK(read_text(run / "notes" / "todo.txt") == "keep me\n");
+  CHECK(read_text(run / "results.txt") == "keep me too\n");
 
   // A new directory is written, and a previous average (marked by averaged_from) replaced.
   const fs::path avg = run / "avg";
@@ -156,7 +150,7 @@ TEST_CASE("train resumes from the newest intact checkpoint when latest is missin
     CHECK(tree(ck / step_dir(2)) == step2);
     CHECK(tree(ck / step_dir(4)) == step4);
     CHECK(load_checkpoint((ck / "latest").string()).state.step == 6);
-    const std::string log = slurp(out / "train.log");
+    const std::string log = read_text(out / "train.log");
     CHECK_THAT(log, Contains("latest is missing") &&
                         Contains("resuming from the newest intact checkpoint") &&
                         Contains(step_dir(4)));
@@ -168,15 +162,15 @@ TEST_CASE("train resumes from the newest intact checkpoint when latest is missin
     fs::create_directory_symlink(step_dir(99), ck / "latest");
     const fs::path damaged_model = ck / step_dir(6) / "model.safetensors";
     fs::resize_file(damaged_model, fs::file_size(damaged_model) / 2);
-    const std::string damaged_bytes = slurp(damaged_model);
+    const std::string damaged_bytes = read_text(damaged_model);
     const auto step4 = tree(ck / step_dir(4));
     const TrainResult r = train::train(resume_config(out, 8));
     CHECK(r.step == 8);
     CHECK(tree(ck / step_dir(4)) == step4);
     // The damaged checkpoint is kept aside, byte for byte, and a new step 6 written.
-    CHECK(slurp(ck / (step_dir(6) + ".damaged") / "model.safetensors") == damaged_bytes);
+    CHECK(read_text(ck / (step_dir(6) + ".damaged") / "model.safetensors") == damaged_bytes);
     CHECK(load_checkpoint((ck / step_dir(6)).string()).state.step == 6);
-    const std::string log = slurp(out / "train.log");
+    const std::string log = read_text(out / "train.log");
     CHECK_THAT(log, Contains("which does not exist") && Contains("is damaged") &&
                         Contains("resuming from the newest intact checkpoint"));
   }
@@ -189,7 +183,7 @@ TEST_CASE("train resumes from the newest intact checkpoint when latest is missin
     const auto step4 = tree(ck / step_dir(4));
     CHECK(train::train(resume_config(out, 6)).step == 6);
     CHECK(tree(ck / step_dir(4)) == step4);
-    CHECK_THAT(slurp(out / "train.log"), Contains("points at the older"));
+    CHECK_THAT(read_text(out / "train.log"), Contains("points at the older"));
   }
   SECTION("refuses when nothing intact is left, naming what it found") {
     const fs::path out = trained_run("none_intact", 2);
@@ -492,7 +486,7 @@ TEST_CASE("output that cannot be written is an error, not a silent loss",
   std::ofstream(hyp_out) << "old\n";
   r = run_attn_capture({"translate", "-m", ck, "-o", hyp_out.string()}, "5 6 7\n");
   REQUIRE(r.exit_code() == 0);
-  CHECK(slurp(hyp_out) != "old\n");
+  CHECK(read_text(hyp_out) != "old\n");
   for (const auto& e : fs::directory_iterator(dir))
     CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
 }
@@ -502,7 +496,7 @@ TEST_CASE("errors name the file, key or setting in the user's words", "[reliabil
   SECTION("damaged trainer_state.json") {
     const fs::path run = trained_run("state", 2);
     const fs::path state = run / "checkpoints" / step_dir(2) / "trainer_state.json";
-    const std::string good = slurp(state);
+    const std::string good = read_text(state);
     const std::vector<std::pair<std::string, std::string>> damage = {
         {"\"step\": 2", "\"step\": \"two\""},
         {"\"epoch\": ", "\"epoch\": -1"},

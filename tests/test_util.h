@@ -103,6 +103,14 @@ extern char** environ;
 
 namespace attn::testing {
 
+// The whole file, bytes as they are; "" when it cannot be read (tests check for that).
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 struct CommandResult {
   int status = 0;  // as from waitpid
   std::string out, err;
@@ -166,14 +174,8 @@ inline CommandResult run_capture(
       spawn(in.string(), stdout_path.empty() ? out.string() : stdout_path, err.string());
   CommandResult r;
   waitpid(pid, &r.status, 0);
-  auto slurp = [](const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  };
-  r.out = stdout_path.empty() ? slurp(out) : "";
-  r.err = slurp(err);
+  r.out = stdout_path.empty() ? read_text(out) : "";
+  r.err = read_text(err);
   return r;
 }
 

@@ -57,7 +57,13 @@ void write_file(const std::string& path, std::string_view bytes, std::string_vie
   TmpFile f;
   f.keep = !options.atomic;
   f.fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ATTN_CHECK(f.fd >= 0, "cannot write ", what, " '", target, "': ", std::strerror(errno));
+  if (f.fd < 0) {
+    const int err = errno;
+    const fs::path parent = fs::path(path).parent_path();
+    ATTN_CHECK(err != ENOENT || parent.empty() || fs::is_directory(parent, ec), "cannot write ",
+               what, " '", path, "': no directory '", parent.string(), "'");
+    ATTN_FAIL("cannot write ", what, " '", path, "': ", std::strerror(err));
+  }
   if (options.atomic) f.path = target;
   auto fail = [&](const char* step) {
     ATTN_FAIL(step, " ", what, " '", path, "' failed: ", std::strerror(errno));
@@ -65,6 +71,7 @@ void write_file(const std::string& path, std::string_view bytes, std::string_vie
   for (size_t done = 0; done < bytes.size();) {
     const ssize_t n = ::write(f.fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
+    if (n == 0) errno = EIO;  // nothing written and no reason given
     if (n <= 0) fail("writing");
     done += static_cast<size_t>(n);
   }
@@ -81,6 +88,33 @@ void write_file(const std::string& path, std::string_view bytes, std::string_vie
     const fs::path parent = fs::path(dest).parent_path();
     sync_path(parent.empty() ? "." : parent.string(), true);
   }
+}
+
+fs::path replace_directory(const fs::path& tmp, const fs::path& dest, const fs::path& old,
+                           std::string_view what, const std::function<void()>& after_aside) {
+  std::error_code ec;
+  fs::path aside;
+  if (fs::exists(fs::symlink_status(dest, ec))) {
+    fs::remove_all(old, ec);
+    fs::rename(dest, old, ec);
+    if (ec) {
+      const std::string why = ec.message();
+      fs::remove_all(tmp, ec);
+      ATTN_FAIL("cannot move the previous ", what, " '", dest.string(), "' aside to '",
+                old.string(), "': ", why);
+    }
+    aside = old;
+    if (after_aside) after_aside();
+  }
+  fs::rename(tmp, dest, ec);
+  if (ec) {
+    const std::string why = ec.message();
+    if (!aside.empty()) fs::rename(aside, dest, ec);
+    fs::remove_all(tmp, ec);
+    ATTN_FAIL("cannot move the new ", what, " '", tmp.string(), "' to '", dest.string(),
+              "': ", why);
+  }
+  return aside;
 }
 
 void check_standard_output() {

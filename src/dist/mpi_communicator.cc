@@ -225,9 +225,13 @@ class MpiPending final : public PendingCollective {
   ~MpiPending() override {
     // An abandoned request (an exception unwound past it) must still complete before its
     // buffer can be reused; MPI has no portable cancel for collectives. While an error unwinds
-    // the peers may be gone: then the job is about to be aborted anyway (main), and t_ keeps
-    // the buffer alive until then.
-    if (request_ == MPI_REQUEST_NULL || std::uncaught_exceptions() > 0) return;
+    // the peers may be gone and the request may never complete: the buffer MPI still owns is
+    // deliberately leaked (the job is about to be aborted, by main), never freed under MPI.
+    if (request_ == MPI_REQUEST_NULL) return;
+    if (std::uncaught_exceptions() > 0) {
+      new Tensor(std::move(t_));  // NOLINT: intentional leak, see above
+      return;
+    }
     try {
       comm_.complete(request_, what_);
     } catch (const std::exception&) {
@@ -272,7 +276,6 @@ std::unique_ptr<PendingCollective> MpiCommunicator::all_reduce_start(Tensor& t, 
 }
 
 void MpiCommunicator::broadcast(Tensor& t, int root) {
-  check_thread("broadcast");
   check_tensor(t, "broadcast");
   ATTN_CHECK(0 <= root && root < world_size_, "mpi broadcast: root ", root,
              " is not a rank of a world of ", world_size_);

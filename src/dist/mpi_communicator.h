@@ -74,7 +74,6 @@ class MpiCommunicator final : public Communicator {
   // Waits for `request` with the ATTN_MPI_TIMEOUT watchdog (see the top of this file): returns
   // when it completed, throws on an MPI error, ends the job at the deadline.
   void complete(MPI_Request& request, const std::string& what) const;
-  double timeout_s() const { return timeout_s_; }
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;

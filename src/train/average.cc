@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <cstdlib>
@@ -11,7 +10,6 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "data/corpus.h"
-#include "io/safetensors.h"
 #include "train/checkpoint.h"
 
 namespace attn::train {
@@ -113,11 +111,11 @@ void average_checkpoints(const std::vector<std::string>& checkpoints,
   result.spm_model = first.spm_model;
 
   // A fresh temporary next to the output (never an existing path), renamed into place.
-  std::string tmp_name = out.string() + ".tmp-XXXXXX";
-  ATTN_CHECK(::mkdtemp(tmp_name.data()) != nullptr, "average: cannot create a temporary ",
-             "directory next to '", out_dir, "': ", std::strerror(errno));
-  const fs::path tmp(tmp_name);
+  const fs::path tmp = out.string() + ".tmp." + std::to_string(::getpid());
   std::error_code ec;
+  ATTN_CHECK(fs::create_directory(tmp, ec) && !ec, "average: cannot create the temporary ",
+             "directory '", tmp.string(), "': ",
+             ec ? ec.message() : std::string("it already exists (left by a killed run?)"));
   try {
     write_checkpoint_files(tmp.string(), result);
   } catch (...) {
@@ -125,21 +123,7 @@ void average_checkpoints(const std::vector<std::string>& checkpoints,
     throw;
   }
   // Replacing a previous average: move it aside, move the new one in, then delete the old.
-  fs::path old;
-  if (fs::exists(fs::symlink_status(out, ec))) {
-    old = tmp.string() + ".old";
-    fs::rename(out, old, ec);
-    if (ec) fs::remove_all(tmp, ec);
-    ATTN_CHECK(!ec, "average: cannot move the previous average '", out_dir, "' aside: ",
-               ec.message());
-  }
-  fs::rename(tmp, out, ec);
-  if (ec) {
-    const std::string why = ec.message();
-    if (!old.empty()) fs::rename(old, out, ec);
-    fs::remove_all(tmp, ec);
-    ATTN_FAIL("average: cannot move '", tmp.string(), "' to '", out_dir, "': ", why);
-  }
+  const fs::path old = replace_directory(tmp, out, tmp.string() + ".old", "average");
   sync_path(out.has_parent_path() ? out.parent_path().string() : ".", true);
   if (!old.empty()) fs::remove_all(old, ec);
 }

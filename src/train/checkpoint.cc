@@ -1,6 +1,5 @@
 #include "train/checkpoint.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,8 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <memory>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -142,19 +139,13 @@ std::string CheckpointManager::save(int64_t step, const CheckpointData& data, bo
   ATTN_CHECK(!ec, "cannot create '", tmp_dir.string(), "': ", ec.message());
   write_checkpoint_files(tmp_dir.string(), data);
 
-  if (exists) {
-    // Re-saving a step this run wrote: swap the old one out first so that `latest` always
-    // names a complete directory.
-    const fs::path old = fs::path(dir_) / (name + ".old");
-    fs::remove_all(old, ec);
-    const auto current = latest();
-    const bool linked = current && fs::equivalent(*current, final_dir, ec);
-    fs::rename(final_dir, old, ec);
-    ATTN_CHECK(!ec, "cannot move '", final_dir.string(), "' aside: ", ec.message());
+  // Re-saving a step this run wrote: the old one is swapped out first, and `latest` follows
+  // it, so that `latest` always names a complete directory.
+  const auto current = exists ? latest() : std::nullopt;
+  const bool linked = current && fs::equivalent(*current, final_dir, ec);
+  replace_directory(tmp_dir, final_dir, fs::path(dir_) / (name + ".old"), "checkpoint", [&] {
     if (linked) replace_symlink(fs::path(dir_) / "latest", name + ".old");
-  }
-  fs::rename(tmp_dir, final_dir, ec);
-  ATTN_CHECK(!ec, "cannot move '", tmp_dir.string(), "' into place: ", ec.message());
+  });
   sync_path(dir_, true);
   if (!ours) written_.push_back(step);
   crash_point_for_tests("checkpoint_before_link");

@@ -7,8 +7,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -396,6 +398,16 @@ class Trainer {
   }
 
   // One --dump-batches line: the step's padded batches as nested lists, and its lr.
+  // One line of metrics.jsonl, flushed, so that `attn plot` and a crash see every record; a
+  // failed write (full disk) is an error, not a hole in the curves.
+  void append_metrics(const json& record) {
+    metrics_ << record.dump() << "\n";
+    metrics_.flush();
+    ATTN_CHECK(metrics_.good(), "cannot write '",
+               (fs::path(cfg_.train.output_dir) / "metrics.jsonl").string(), "': ",
+               std::strerror(errno));
+  }
+
   void dump_step(const std::vector<data::Batch>& batches) {
     auto rows = [](const Tensor& t) {
       const std::vector<int32_t> v = t.to_int_vector();
@@ -623,20 +635,17 @@ class Trainer {
         step_, t.max_steps, loss, nll, ppl, 100 * acc, lr_, gnorm, tok_s, batcher_->epoch() + 1,
         format_duration(elapsed_before_ + run_secs), format_duration(eta));
     if (main_)
-      metrics_ << json{{"type", "train"},
-                       {"step", step_},
-                       {"loss", loss},
-                       {"nll", nll},
-                       {"ppl", ppl},
-                       {"accuracy", acc},
-                       {"lr", lr_},
-                       {"gnorm", gnorm},
-                       {"tgt_tokens_per_s", tok_s},
-                       {"epoch", batcher_->epoch()},
-                       {"elapsed_s", elapsed_before_ + run_secs}}
-                      .dump()
-               << "\n";
-    metrics_.flush();
+      append_metrics(json{{"type", "train"},
+                          {"step", step_},
+                          {"loss", loss},
+                          {"nll", nll},
+                          {"ppl", ppl},
+                          {"accuracy", acc},
+                          {"lr", lr_},
+                          {"gnorm", gnorm},
+                          {"tgt_tokens_per_s", tok_s},
+                          {"epoch", batcher_->epoch()},
+                          {"elapsed_s", elapsed_before_ + run_secs}});
     w = Window();
   }
 
@@ -682,8 +691,7 @@ class Trainer {
     record["best"] = best;
     log_->info("valid at step {} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}%{}{}", step_,
                vl, vnll, std::exp(vnll), 100 * acc, extra, best ? " | best" : "");
-    if (main_) metrics_ << record.dump() << "\n";
-    metrics_.flush();
+    if (main_) append_metrics(record);
     result.last_valid_loss = vl;
     result.last_valid_accuracy = acc;
     if (bleu) result.last_valid_bleu = *bleu;

@@ -10,16 +10,8 @@
 # mpirun's own --timeout is only a backstop: a case that needed it fails on its time bound.
 # usage: test_rank_failure_mpi.sh ATTN_BINARY SOURCE_DIR
 set -euo pipefail
-attn=${1:?usage: test_rank_failure_mpi.sh ATTN_BINARY SOURCE_DIR}
-src=${2:?usage: test_rank_failure_mpi.sh ATTN_BINARY SOURCE_DIR}
-mpirun=${MPIEXEC:-mpirun}
-export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
-export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+source "$(dirname "$0")/mpi_common.sh" test_rank_failure_mpi 120 "$@"
 unset ATTN_FAULT_INJECT ATTN_MPI_TIMEOUT
-mpi=("$mpirun" --oversubscribe --allow-run-as-root --timeout 120 -np 2)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "test_rank_failure_mpi: FAIL: $*" >&2; exit 1; }
 
 common=(-c "$src/configs/copy.yaml" --set train.log_every=5 --set train.valid_every=1000
         --set data.synthetic_train_size=4000 --set model.dropout=0.0)

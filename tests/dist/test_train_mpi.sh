@@ -8,15 +8,7 @@
 # A rank that is killed, throws or hangs: test_rank_failure_mpi.sh.
 # usage: test_train_mpi.sh ATTN_BINARY SOURCE_DIR
 set -euo pipefail
-attn=${1:?usage: test_train_mpi.sh ATTN_BINARY SOURCE_DIR}
-src=${2:?usage: test_train_mpi.sh ATTN_BINARY SOURCE_DIR}
-mpirun=${MPIEXEC:-mpirun}
-export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
-export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-mpi=("$mpirun" --oversubscribe --allow-run-as-root --timeout 300 -np 2)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "test_train_mpi: FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/mpi_common.sh" test_train_mpi 300 "$@"
 
 common=(-c "$src/configs/copy.yaml" --set train.max_steps=20 --set train.log_every=5
         --set train.valid_every=10 --set train.save_every=10 --set data.synthetic_train_size=4000
