@@ -50,6 +50,17 @@ for n in 1 2 3 4 5; do
   echo "  HYP: $(sed -n "${n}p" "$run/test.hyp.de")"
   echo
 done
+# Degenerate output: a hypothesis that repeats a word 4 or more times in a row where its
+# source does not (the failure mode of an undertrained model: "die die die die ...").
+paste -d '\t' data/ding/test.en "$run/test.hyp.de" | awk -F'\t' '
+  function longest_run(s,   w, n, i, r, m) {
+    n = split(s, w, " "); m = n > 0; r = 1
+    for (i = 2; i <= n; i++) { if (w[i] == w[i - 1]) { if (++r > m) m = r } else r = 1 }
+    return m
+  }
+  longest_run($2) >= 4 && longest_run($1) < 4 { if (++bad <= 3) print "  degenerate, line " NR ": " $2 }
+  END { printf "degenerate hypotheses (a word 4+ times in a row, not in the source): %d of %d\n", bad, NR }
+' | tee "$run/test.degenerate"
 "$attn" bleu "$run/test.hyp.de" data/ding/test.de | tee "$run/test.bleu"
 "$attn" chrf "$run/test.hyp.de" data/ding/test.de | tee "$run/test.chrf"
 

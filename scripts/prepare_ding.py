@@ -64,6 +64,13 @@ skipping any whose normalised English or German is already held out. Every pair 
 normalised English or German equals a held-out one is removed from train (so no
 valid/test source sentence appears in train, and none appears in both valid and test).
 Train keeps dictionary (file) order; valid/test are in hash order.
+
+The demo's training mix, mix.{en,de} (configs/demo.yaml trains on it): train re-weighted
+towards what the test asks for. Every full-sentence pair of train (both sides pass the
+held-out sets' sentence rule: capitalised, ending in . ! or ?, >= 4 words) --mix-sentences
+times (default 6), every other pair whose English side has >= 3 words once, and every
+--mix-short-every-th (default 5) of the remaining one- and two-word dictionary entries, in
+that order (the batcher shuffles). It is made from train only, so nothing held out reaches it.
 """
 
 import argparse
@@ -79,7 +86,7 @@ import tempfile
 import time
 import unicodedata
 
-STAMP_VERSION = "prepare_ding 1"
+STAMP_VERSION = "prepare_ding 2"
 SYSTEM_FILE = "/usr/share/trans/de-en"
 REL_FILE = os.path.join("usr", "share", "trans", "de-en")
 UMASK = os.umask(0o022)
@@ -309,6 +316,21 @@ def split_sets(pairs, n_valid, n_test, seed, stats):
     return train, valid, test
 
 
+def demo_mix(train, sentence_copies, short_every, stats):
+    sentences, longer, short = [], [], []
+    for en, de in train:
+        if is_sentence(en) and is_sentence(de):
+            sentences.append((en, de))
+        elif len(en.split()) >= 3:
+            longer.append((en, de))
+        else:
+            short.append((en, de))
+    stats["mix_sentence_pairs"] = len(sentences)
+    stats["mix_longer_pairs"] = len(longer)
+    stats["mix_short_pairs_kept"] = len(short[::short_every]) if short_every > 0 else 0
+    return sentences * sentence_copies + longer + (short[::short_every] if short_every > 0 else [])
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -380,18 +402,25 @@ def main():
     ap.add_argument("--valid", type=int, default=1000, help="valid pairs (default 1000)")
     ap.add_argument("--test", type=int, default=2000, help="test pairs (default 2000)")
     ap.add_argument("--seed", type=int, default=1234, help="split seed (default 1234)")
+    ap.add_argument("--mix-sentences", type=int, default=6,
+                    help="copies of each full-sentence pair in mix.* (default 6)")
+    ap.add_argument("--mix-short-every", type=int, default=5,
+                    help="keep every N-th one- or two-word entry in mix.* (default 5; 0: none)")
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     args = ap.parse_args()
     if args.valid < 0 or args.test < 0:
         raise SystemExit("prepare_ding: --valid and --test must be >= 0")
+    if args.mix_sentences < 0 or args.mix_short_every < 0:
+        raise SystemExit("prepare_ding: --mix-sentences and --mix-short-every must be >= 0")
 
     t0 = time.time()
     src = locate_input(args)
     with open(os.path.abspath(__file__), "rb") as f:
         script_sum = hashlib.sha256(f.read()).hexdigest()
     key = (f"{STAMP_VERSION}\ninput_sha256 {sha256_file(src)}\nscript_sha256 {script_sum}\n"
-           f"valid {args.valid}\ntest {args.test}\nseed {args.seed}\n")
-    names = [f"{s}.{l}" for s in ("train", "valid", "test") for l in ("en", "de")]
+           f"valid {args.valid}\ntest {args.test}\nseed {args.seed}\n"
+           f"mix_sentences {args.mix_sentences}\nmix_short_every {args.mix_short_every}\n")
+    names = [f"{s}.{l}" for s in ("train", "valid", "test", "mix") for l in ("en", "de")]
     outs = [os.path.join(args.out, n) for n in names]
     stamp = os.path.join(args.out, ".stamp")
     if not args.force and os.path.isfile(stamp) and all(os.path.isfile(p) for p in outs):
@@ -410,11 +439,13 @@ def main():
                             "subentries_without_pair", "pairs_swapped_back",
                             "pairs_before_dedup", "pairs_duplicate", "pairs_full_sentence",
                             "pairs_unique", "heldout_candidates",
-                            "train_removed_overlap")}
+                            "train_removed_overlap", "mix_sentence_pairs", "mix_longer_pairs",
+                            "mix_short_pairs_kept")}
     pairs = parse(read_lines(src), stats)
     stats["pairs_unique"] = len(pairs)
     train, valid, test = split_sets(pairs, args.valid, args.test, args.seed, stats)
-    for name, rows in (("train", train), ("valid", valid), ("test", test)):
+    mix = demo_mix(train, args.mix_sentences, args.mix_short_every, stats)
+    for name, rows in (("train", train), ("valid", valid), ("test", test), ("mix", mix)):
         write_atomic(os.path.join(args.out, name + ".en"), [en for en, _ in rows])
         write_atomic(os.path.join(args.out, name + ".de"), [de for _, de in rows])
         stats[name] = len(rows)
@@ -422,7 +453,7 @@ def main():
     write_atomic(stamp, (key + report).rstrip("\n").split("\n"))
     print(f"prepare_ding: input {src}")
     print(report, end="")
-    print(f"prepare_ding: wrote {args.out}/{{train,valid,test}}.{{en,de}} "
+    print(f"prepare_ding: wrote {args.out}/{{train,valid,test,mix}}.{{en,de}} "
           f"in {time.time() - t0:.1f}s")
     return 0
 

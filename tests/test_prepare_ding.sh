@@ -39,7 +39,7 @@ expect_pair() {
 # expect_same DIR1 DIR2: the six output files are byte-identical.
 expect_same() {
   local f
-  for f in train.en train.de valid.en valid.de test.en test.de; do
+  for f in train.en train.de valid.en valid.de test.en test.de mix.en mix.de; do
     cmp -s "$1/$f" "$2/$f" || fail "$1/$f and $2/$f differ"
   done
 }
@@ -70,6 +70,21 @@ expect_stat "$log" test 10
 expect_lines "$tmp/a" train 740
 expect_lines "$tmp/a" valid 5
 expect_lines "$tmp/a" test 10
+# The demo's mix: the 123 full-sentence pairs of train 6 times, the 220 other pairs of >= 3
+# English words once, every 5th of the 397 shorter entries (80); all of them train pairs.
+expect_stat "$log" mix_sentence_pairs 123
+expect_stat "$log" mix_longer_pairs 220
+expect_stat "$log" mix_short_pairs_kept 80
+expect_stat "$log" mix 1038
+expect_lines "$tmp/a" mix 1038
+paste "$tmp/a/train.en" "$tmp/a/train.de" | sort -u > "$tmp/train.tsv"
+paste "$tmp/a/mix.en" "$tmp/a/mix.de" | sort -u > "$tmp/mix.tsv"
+[ "$(comm -23 "$tmp/mix.tsv" "$tmp/train.tsv" | wc -l)" -eq 0 ] || fail "mix has pairs not in train"
+[ "$(wc -l < "$tmp/mix.tsv")" -eq $((123 + 220 + 80)) ] || fail "mix: wrong number of distinct pairs"
+bash "$prep" --input "$sample" --out "$tmp/m" --valid 5 --test 10 --mix-sentences 2 \
+  --mix-short-every 0 > "$tmp/m.log" || fail "prepare_ding --mix-sentences 2 failed"
+expect_stat "$tmp/m.log" mix $((2 * 123 + 220))
+cmp -s "$tmp/a/train.en" "$tmp/m/train.en" || fail "the mix options changed train"
 
 # Annotated entries become clean pairs. [ugs.], [coll.]:
 expect_pair "$tmp/a" train "the nuts and bolts" "das A und O"
