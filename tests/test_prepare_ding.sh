@@ -70,17 +70,17 @@ expect_stat "$log" test 10
 expect_lines "$tmp/a" train 740
 expect_lines "$tmp/a" valid 5
 expect_lines "$tmp/a" test 10
-# The demo's mix: the 123 full-sentence pairs of train 6 times, the 220 other pairs of >= 3
-# English words once, every 5th of the 397 shorter entries (80); all of them train pairs.
+# The demo's mix: the 123 full-sentence pairs of train 10 times, the 220 other pairs of >= 3
+# English words once, every 10th of the 397 shorter entries (40); all of them train pairs.
 expect_stat "$log" mix_sentence_pairs 123
 expect_stat "$log" mix_longer_pairs 220
-expect_stat "$log" mix_short_pairs_kept 80
-expect_stat "$log" mix 1038
-expect_lines "$tmp/a" mix 1038
+expect_stat "$log" mix_short_pairs_kept 40
+expect_stat "$log" mix 1490
+expect_lines "$tmp/a" mix 1490
 paste "$tmp/a/train.en" "$tmp/a/train.de" | sort -u > "$tmp/train.tsv"
 paste "$tmp/a/mix.en" "$tmp/a/mix.de" | sort -u > "$tmp/mix.tsv"
 [ "$(comm -23 "$tmp/mix.tsv" "$tmp/train.tsv" | wc -l)" -eq 0 ] || fail "mix has pairs not in train"
-[ "$(wc -l < "$tmp/mix.tsv")" -eq $((123 + 220 + 80)) ] || fail "mix: wrong number of distinct pairs"
+[ "$(wc -l < "$tmp/mix.tsv")" -eq $((123 + 220 + 40)) ] || fail "mix: wrong number of distinct pairs"
 bash "$prep" --input "$sample" --out "$tmp/m" --valid 5 --test 10 --mix-sentences 2 \
   --mix-short-every 0 > "$tmp/m.log" || fail "prepare_ding --mix-sentences 2 failed"
 expect_stat "$tmp/m.log" mix $((2 * 123 + 220))
