@@ -3,7 +3,8 @@
 // MPI over CPU tensors, and NCCL over CUDA tensors (bootstrapped and helped by MPI).
 //
 // Every rank must make the same calls in the same order with the same shapes and dtypes;
-// the collectives are blocking: when a call returns, the tensor holds the result.
+// the collectives are blocking (when a call returns, the tensor holds the result), except
+// all_reduce_start, which returns a PendingCollective that completes it.
 //
 // Failure model (docs/RELIABILITY.md, "Rank failure"). MPI runs with MPI_ERRORS_RETURN, so a
 // failed MPI call throws attn::Error naming the call and MPI's message. A peer that dies is

@@ -147,7 +147,7 @@ std::string unknown_key_message(const std::string& key) {
   std::string best;
   size_t best_d = std::numeric_limits<size_t>::max();
   for (const std::string& k : config_keys()) {
-    // Compare within the same section first; the leaf name carries most typos.
+    // Edit distance over whole key paths ("train.lr" vs "train.lr_schedule").
     const size_t d = edit_distance(key, k);
     if (d < best_d) {
       best_d = d;

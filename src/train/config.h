@@ -1,7 +1,7 @@
 // The run configuration: YAML (sections model, data, train, decode) into typed structs.
-// Every key is listed once in visit_fields(); parsing, --set overrides, validation messages and
-// the resolved-config dump all go through that list, so a key cannot exist in one and not the
-// others. Unknown keys are errors that suggest the nearest known key; type and range errors
+// Every key is listed once in visit_fields(); parsing, --set overrides, type errors and the
+// resolved-config dump all go through that list, so a key cannot exist in one and not the
+// others. Ranges and allowed values are checked by validate() (config.cc), by key path. Unknown keys are errors that suggest the nearest known key; type and range errors
 // name the key path (and the file and line when the value came from a file).
 #pragma once
 

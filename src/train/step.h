@@ -43,7 +43,8 @@ struct StepOptions {
   int64_t bucket_bytes = 25 << 20;
 };
 
-// Sums over the update's micro-batches (and, with data parallelism, over the ranks).
+// Sums over this rank's micro-batches of the update (per rank: the trainer sums loss and
+// token counts over the ranks itself when it logs them).
 struct StepResult {
   double loss = 0, nll = 0, correct = 0, tokens = 0;  // tokens: non-pad targets
   double grad_norm = 0;     // before clipping, unscaled
