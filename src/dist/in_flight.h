@@ -6,7 +6,7 @@
 // once. So: order first, then release. wait() orders through order(); a collective that is
 // abandoned (an exception between start and wait) is ordered by the destructor. If ordering
 // fails (a CUDA error), the tensor is deliberately never released: a small leak in a process
-// that is failing anyway, instead of memory that NCCL may still write.
+// that is failing anyway (keep_until_exit), instead of memory that NCCL may still write.
 //
 // The stream operation comes in as a function, so the rule is tested without a GPU
 // (tests/test_dist.cc). The events the function uses must outlive this object (the NCCL
@@ -18,6 +18,11 @@
 #include "core/tensor.h"
 
 namespace attn::dist {
+
+// Keeps `t`'s memory until the process exits: for a buffer a collective may still use (the
+// device or MPI owns it) and that can therefore never be freed. Held in a registry that is
+// never destroyed, so leak checkers see it as reachable, not lost. Thread-safe.
+void keep_until_exit(Tensor t);
 
 class InFlightBuffer {
  public:

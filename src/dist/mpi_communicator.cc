@@ -9,6 +9,7 @@
 #include <string>
 #include <thread>
 
+#include "dist/in_flight.h"
 #include "dist/watchdog.h"
 
 namespace attn::dist {
@@ -226,10 +227,11 @@ class MpiPending final : public PendingCollective {
     // An abandoned request (an exception unwound past it) must still complete before its
     // buffer can be reused; MPI has no portable cancel for collectives. While an error unwinds
     // the peers may be gone and the request may never complete: the buffer MPI still owns is
-    // deliberately leaked (the job is about to be aborted, by main), never freed under MPI.
+    // kept until the process exits (the job is about to be aborted, by main), never freed
+    // under MPI.
     if (request_ == MPI_REQUEST_NULL) return;
     if (std::uncaught_exceptions() > 0) {
-      new Tensor(std::move(t_));  // NOLINT: intentional leak, see above
+      keep_until_exit(std::move(t_));
       return;
     }
     try {
