@@ -1,23 +1,46 @@
-// CPU reference for kernels/attention.h. Plain loops with the head dimension innermost (rows
+// CPU reference for kernels/attention.h. Loops with the head dimension innermost (rows
 // of q, k, v, o are contiguous): the forward parallelises over query rows of all heads, the
 // backward over (batch, head) pairs because dK and dV sum over the query rows of a head.
+// f32 dot products go through 8 lanes (two f32x4 partial sums, added pairwise at the end): a
+// single scalar accumulator made every score wait on the previous add, and the dot products
+// were a fifth of a demo-model training step (docs/PERFORMANCE.md).
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/cpu_math.h"
 #include "kernels/dropout.h"
 
 namespace attn::kernels {
 
 namespace {
 
+inline float dot_f32(const float* x, const float* y, int64_t n) {
+  f32x4 s0{}, s1{};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    s0 += load4(x + d) * load4(y + d);
+    s1 += load4(x + d + 4) * load4(y + d + 4);
+  }
+  for (; d + 4 <= n; d += 4) s0 += load4(x + d) * load4(y + d);
+  s0 += s1;
+  float s = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+  for (; d < n; ++d) s += x[d] * y[d];
+  return s;
+}
+
 template <class A, class T>
 A dot(const T* x, const T* y, int64_t n) {
-  A s = 0;
-  for (int64_t d = 0; d < n; ++d) s += static_cast<A>(x[d]) * static_cast<A>(y[d]);
-  return s;
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<A, float>) {
+    return dot_f32(x, y, n);
+  } else {
+    A s = 0;
+    for (int64_t d = 0; d < n; ++d) s += static_cast<A>(x[d]) * static_cast<A>(y[d]);
+    return s;
+  }
 }
 
 int64_t key_length(const AttentionArgs& a, int64_t b) {
