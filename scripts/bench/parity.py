@@ -145,6 +145,36 @@ def read_dump(path: str) -> List[dict]:
 
 # --- PyTorch -------------------------------------------------------------------------------
 
+def make_adam(params: list, train: dict, foreach: Optional[bool] = None):
+    """attn's optimizer as torch's: Adam, AdamW when weight_decay > 0, the config's betas/eps."""
+    adam = torch.optim.AdamW if float(train["weight_decay"]) > 0 else torch.optim.Adam
+    return adam(params, lr=0.0, betas=(float(train["adam_beta1"]), float(train["adam_beta2"])),
+                eps=float(train["adam_eps"]), weight_decay=float(train["weight_decay"]),
+                foreach=foreach)
+
+
+def reference_step(model, params: list, opt, batches: list, train: dict, lr: float):
+    """One update of the reference on a step's batches as attn makes it: label-smoothed loss
+    summed over the step's targets / their count, clipping, Adam. Returns (loss summed over
+    the targets, target count, gradient norm before clipping)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    ntok = sum(int((b[3] != PAD).sum()) for b in batches)
+    total = 0.0
+    for src, src_len, tgt_in, tgt_out in batches:
+        logits = model(src, src_len, tgt_in)
+        loss, _, _ = label_smoothed_loss(logits, tgt_out, float(train["label_smoothing"]), PAD,
+                                         stats=False)
+        (loss / ntok).backward()
+        total += float(loss.detach())
+    clip = float(train["clip_norm"])
+    norm = (torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else
+            torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total, ntok, float(norm)
+
+
 def train_reference(cfg: ModelConfig, init_path: str, steps: List[dict], train: dict,
                     dtype: torch.dtype = torch.float32, seed: int = 1) -> dict:
     """The PyTorch side of one run; returns per-step losses, learning rates, gradient norms
@@ -154,11 +184,7 @@ def train_reference(cfg: ModelConfig, init_path: str, steps: List[dict], train: 
     load_attn_safetensors(model, init_path)
     model.train()
     params = [p for _, p in model.named_parameters()]
-    adam = torch.optim.AdamW if float(train["weight_decay"]) > 0 else torch.optim.Adam
-    opt = adam(params, lr=0.0, betas=(float(train["adam_beta1"]), float(train["adam_beta2"])),
-               eps=float(train["adam_eps"]), weight_decay=float(train["weight_decay"]),
-               foreach=False)
-    eps_ls, clip = float(train["label_smoothing"]), float(train["clip_norm"])
+    opt = make_adam(params, train, foreach=False)
     losses, lrs, norms = [], [], []
     t0 = time.perf_counter()
     for i, s in enumerate(steps):
@@ -166,22 +192,10 @@ def train_reference(cfg: ModelConfig, init_path: str, steps: List[dict], train: 
         if not math.isclose(lr, s["lr"], rel_tol=1e-12):
             raise SystemExit(f"step {i + 1}: attn's learning rate {s['lr']!r} is not the "
                              f"schedule's {lr!r}")
-        for g in opt.param_groups:
-            g["lr"] = lr
-        ntok = sum(int((b[3] != PAD).sum()) for b in s["batches"])
-        total = 0.0
-        for src, src_len, tgt_in, tgt_out in s["batches"]:
-            logits = model(src, src_len, tgt_in)
-            loss, _, _ = label_smoothed_loss(logits, tgt_out, eps_ls, PAD, stats=False)
-            (loss / ntok).backward()
-            total += float(loss.detach())
-        norm = (torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else
-                torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        total, ntok, norm = reference_step(model, params, opt, s["batches"], train, lr)
         losses.append(total / ntok)
         lrs.append(lr)
-        norms.append(float(norm))
+        norms.append(norm)
         if (i + 1) % 100 == 0:
             print(f"  step {i + 1}/{len(steps)}, loss {losses[-1]:.4f}, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)

@@ -32,10 +32,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from parity import TRAIN_DEFAULTS, learning_rate, read_dump  # noqa: E402
+from parity import (TRAIN_DEFAULTS, learning_rate, make_adam, read_dump,  # noqa: E402
+                    reference_step)
 from bench_train import read_yaml_section  # noqa: E402
-from reference_model import (PAD, ModelConfig, Transformer, label_smoothed_loss,  # noqa: E402
-                             read_safetensors, save_attn_safetensors, write_safetensors)
+from reference_model import (ModelConfig, Transformer, read_safetensors,  # noqa: E402
+                             save_attn_safetensors, write_safetensors)
 
 
 def main() -> int:
@@ -71,10 +72,7 @@ def main() -> int:
     model = Transformer(cfg)
     model.train()
     params = [p for _, p in model.named_parameters()]
-    adam = torch.optim.AdamW if float(train["weight_decay"]) > 0 else torch.optim.Adam
-    opt = adam(params, lr=0.0, betas=(float(train["adam_beta1"]), float(train["adam_beta2"])),
-               eps=float(train["adam_eps"]), weight_decay=float(train["weight_decay"]))
-    eps_ls, clip = float(train["label_smoothing"]), float(train["clip_norm"])
+    opt = make_adam(params, train)
 
     os.makedirs(args.out, exist_ok=True)
     metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
@@ -87,18 +85,8 @@ def main() -> int:
             passes += 1
         step += 1
         lr = learning_rate(train, cfg.d_model, step)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        ntok = sum(int((b[3] != PAD).sum()) for b in s["batches"])
-        for src, src_len, tgt_in, tgt_out in s["batches"]:
-            loss, _, _ = label_smoothed_loss(model(src, src_len, tgt_in), tgt_out, eps_ls, PAD,
-                                             stats=False)
-            (loss / ntok).backward()
-            window_loss += float(loss.detach())
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        total, ntok, _ = reference_step(model, params, opt, s["batches"], train, lr)
+        window_loss += total
         window_tok += ntok
         if step % args.log_every == 0:
             now = time.perf_counter()

@@ -2,9 +2,6 @@
 
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <cstdlib>
 #include <filesystem>
 
 #include "core/error.h"

@@ -397,17 +397,20 @@ class Trainer {
     }
   }
 
-  // One --dump-batches line: the step's padded batches as nested lists, and its lr.
-  // One line of metrics.jsonl, flushed, so that `attn plot` and a crash see every record; a
-  // failed write (full disk) is an error, not a hole in the curves.
-  void append_metrics(const json& record) {
-    metrics_ << record.dump() << "\n";
-    metrics_.flush();
-    ATTN_CHECK(metrics_.good(), "cannot write '",
-               (fs::path(cfg_.train.output_dir) / "metrics.jsonl").string(), "': ",
-               std::strerror(errno));
+  // One line of an append-only JSON-lines file (metrics.jsonl, --dump-batches), flushed so that
+  // `attn plot` and a crash see every record; a failed write (full disk) is an error naming
+  // the file, not a hole in the record.
+  static void append_line(std::ofstream& f, const json& record, const std::string& path) {
+    f << record.dump() << "\n";
+    f.flush();
+    ATTN_CHECK(f.good(), "cannot write '", path, "': ", std::strerror(errno));
   }
 
+  void append_metrics(const json& record) {
+    append_line(metrics_, record, (fs::path(cfg_.train.output_dir) / "metrics.jsonl").string());
+  }
+
+  // One --dump-batches line: the step's padded batches as nested lists, and its lr.
   void dump_step(const std::vector<data::Batch>& batches) {
     auto rows = [](const Tensor& t) {
       const std::vector<int32_t> v = t.to_int_vector();
@@ -425,9 +428,8 @@ class Trainer {
                     {"tgt_in", rows(b.tgt_in)},
                     {"tgt_out", rows(b.tgt_out)}});
     }
-    dump_ << json{{"step", step_ + 1}, {"lr", lr_}, {"batches", std::move(bs)}}.dump() << "\n";
-    dump_.flush();
-    ATTN_CHECK(dump_.good(), "--dump-batches: cannot write '", flags_.dump_batches, "'");
+    append_line(dump_, json{{"step", step_ + 1}, {"lr", lr_}, {"batches", std::move(bs)}},
+                flags_.dump_batches);
   }
 
   void restore(const LoadedCheckpoint& ck) {
