@@ -17,6 +17,8 @@
 #include "data/vocab.h"
 #include "nn/transformer.h"
 #include "test_util.h"
+#include "train/config.h"
+#include "train/step_config.h"
 
 using namespace attn;
 using namespace attn::bench;
@@ -310,7 +312,7 @@ TEST_CASE("bench train runs StepEngine steps of a tiny model on the CPU", "[benc
                           "device", "params", "flops_per_step"})
     CHECK(j.contains(key));
 
-  o.precision = "bf16";
+  o.step.compute_dtype = kBF16;
   CHECK_THAT(testing::error_of([&] { run_train_bench(o); }), Contains("needs a CUDA device"));
 }
 
@@ -339,4 +341,38 @@ TEST_CASE("attn bench train reads a config and a batch file", "[bench]") {
   CHECK(j.at("precision") == "fp32");
   CHECK(j.at("model").at("vocab") == 30);
   CHECK(j.at("tokens_per_s").get<double>() > 0);
+}
+
+TEST_CASE("bench train builds its step from the config as attn train does", "[bench][config]") {
+  train::Config c = train::parse_config(
+      "data:\n  synthetic: copy\ntrain:\n  device: cpu\n  label_smoothing: 0.2\n"
+      "  clip_norm: 0.5\n  loss_scale: dynamic\n  loss_scale_init: 512\n  loss_scale_window: 7\n"
+      "  loss_scale_min: 2\n  adam_beta2: 0.99\n  weight_decay: 0.01\n  bucket_mb: 2\n"
+      "  overlap_allreduce: false\n  allow_tf32: true\n",
+      "cfg.yaml");
+  TrainBenchFlags flags;
+  flags.count = 1;
+  flags.vocab = 16;
+  const TrainBenchOptions o = train_bench_options(c, flags);
+  const train::StepOptions so = train::step_options(c, Device::cpu());
+  CHECK(o.step.compute_dtype == kF32);
+  CHECK(o.step.compute_dtype == so.compute_dtype);
+  CHECK(o.step.label_smoothing == 0.2);
+  CHECK(o.step.clip_norm == 0.5);
+  CHECK(o.step.loss_scale.enabled);
+  CHECK(o.step.loss_scale.init == 512);
+  CHECK(o.step.loss_scale.growth_interval == 7);
+  CHECK(o.step.loss_scale.min_scale == 2);
+  CHECK(o.step.bucket_bytes == 2 << 20);
+  CHECK_FALSE(o.step.overlap_allreduce);
+  CHECK(o.step.allow_tf32);
+  CHECK(o.adam.beta2 == 0.99);
+  CHECK(o.adam.weight_decay == 0.01);
+  // --precision replaces train.precision and is checked by the same rule.
+  flags.precision = "bf16";
+  CHECK_THAT(testing::error_of([&] { train_bench_options(c, flags); }),
+             Contains("train.precision is bf16") && Contains("needs a CUDA device"));
+  flags.precision = "fp8";
+  CHECK_THAT(testing::error_of([&] { train_bench_options(c, flags); }),
+             Contains("train.precision must be auto, fp32, bf16 or fp16"));
 }

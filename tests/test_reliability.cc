@@ -537,6 +537,30 @@ TEST_CASE("errors name the file, key or setting in the user's words", "[reliabil
     std::ofstream(state) << "{\"format_version\": 1}";
     CHECK_THAT(error_of([&] { load_checkpoint(state.parent_path().string()); }),
                Contains("key 'step' is missing"));
+    // format_version is read and checked: a newer layout is refused by number, a missing one
+    // named.
+    CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"format_version\": 2, \"step\": 1}", "s.json"); }),
+               Contains("s.json: format_version 2 is not one this attn reads (1)") &&
+                   Contains("written by a newer attn"));
+    CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"format_version\": 0, \"step\": 1}", "s.json"); }),
+               Contains("s.json: format_version 0 is not one this attn reads (1)"));
+    CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"step\": 1}", "s.json"); }),
+               Contains("s.json: key 'format_version' is missing"));
+    // What to_json writes, from_json reads back (every field).
+    train::TrainerState full;
+    full.step = 7;
+    full.batcher_epoch = 2;
+    full.batcher_position = 5;
+    full.adam_step = 6;
+    full.schedule_offset = 1;
+    full.lr = 0.25;
+    full.best_metric = "bleu";
+    full.best_value = 12.5;
+    full.bad_validations = 3;
+    full.loss_scale = train::TrainerState::LossScale{1024.0, 9};
+    full.elapsed_seconds = 4.5;
+    full.finished = true;
+    CHECK(train::TrainerState::from_json(full.to_json(), "s.json").to_json() == full.to_json());
   }
   SECTION("YAML that is not a mapping of names") {
     const fs::path dir = scratch("yaml");

@@ -15,6 +15,7 @@
 #include "ops/cross_entropy.h"
 #include "ops/layer_norm.h"
 #include "ops/matmul.h"
+#include "train/step_config.h"
 
 namespace attn::bench {
 
@@ -438,7 +439,7 @@ std::string dump_kernel_json(const json& j) {
 
 int run_bench_kernels_command(const std::string& device, const std::string& json_path, bool quick,
                               int warmup, int reps) {
-  KernelBenchOptions opt = kernel_bench_options(resolve_bench_device(device), quick);
+  KernelBenchOptions opt = kernel_bench_options(train::resolve_device(device, 0, "--device"), quick);
   if (warmup >= 0) opt.warmup = warmup;
   if (reps > 0) opt.reps = reps;
   const KernelBenchReport rep = run_kernel_bench(opt);

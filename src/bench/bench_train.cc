@@ -15,21 +15,11 @@
 #include "nn/transformer.h"
 #include "train/model_config.h"
 #include "train/step.h"
+#include "train/step_config.h"
 
 namespace attn::bench {
 
-namespace {
-
 using json = nlohmann::json;
-
-DType precision_dtype(const std::string& p) {
-  if (p == "fp32") return kF32;
-  if (p == "bf16") return kBF16;
-  if (p == "fp16") return kF16;
-  ATTN_FAIL("bench train: precision must be fp32, bf16 or fp16, got '", p, "'");
-}
-
-}  // namespace
 
 double model_flops(const nn::TransformerConfig& m, const BatchLengths& b, bool useful) {
   const double d = static_cast<double>(m.d_model), f = static_cast<double>(m.d_ff);
@@ -68,9 +58,10 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
   ATTN_CHECK(o.warmup >= 0, "bench train: --warmup must be >= 0, got ", o.warmup);
   ATTN_CHECK(o.update_freq >= 1, "bench train: update_freq must be >= 1, got ", o.update_freq);
   ATTN_CHECK(!o.batches.batches.empty(), "bench train: no batches");
-  const DType compute = precision_dtype(o.precision);
-  ATTN_CHECK(compute == kF32 || o.device.is_cuda(), "bench train: precision ", o.precision,
-             " needs a CUDA device (training runs on ", o.device, "); use fp32");
+  const DType compute = o.step.compute_dtype;
+  ATTN_CHECK(compute == kF32 || o.device.is_cuda(), "bench train: precision ",
+             train::precision_name(compute), " needs a CUDA device (training runs on ", o.device,
+             "); use fp32");
 
   nn::TransformerConfig mc = o.model;
   mc.src_vocab = mc.tgt_vocab = o.batches.vocab;
@@ -83,13 +74,7 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
   model.train();
   optim::Adam adam(model.named_parameters(), o.adam);
   dist::SingleCommunicator comm;
-  train::StepOptions so;
-  so.compute_dtype = compute;
-  so.label_smoothing = o.label_smoothing;
-  so.clip_norm = o.clip_norm;
-  so.loss_scale.enabled = o.loss_scale;
-  train::StepEngine engine(model, adam, comm, so);
-  if (o.device.is_cuda()) set_allow_tf32(o.allow_tf32);
+  train::StepEngine engine(model, adam, comm, o.step);
 
   // Host batches, as the trainer's batcher makes them; the step copies them to the device.
   const int64_t count = static_cast<int64_t>(o.batches.batches.size());
@@ -99,7 +84,7 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
 
   TrainBenchResult res;
   res.device = o.device.str();
-  res.precision = o.precision;
+  res.precision = train::precision_name(compute);
   res.model = mc;
   res.max_tokens = o.batches.max_tokens;
   res.params = model.parameter_count();
@@ -203,22 +188,15 @@ std::string format_train_result(const TrainBenchResult& r) {
 }
 
 TrainBenchOptions train_bench_options(const train::Config& c, const TrainBenchFlags& flags) {
+  train::Config config = c;
+  if (!flags.device.empty()) config.train.device = flags.device;
+  if (!flags.precision.empty()) config.train.precision = flags.precision;
   TrainBenchOptions o;
-  o.device = resolve_bench_device(flags.device.empty() ? c.train.device : flags.device);
-  std::string p = flags.precision.empty() ? c.train.precision : flags.precision;
-  if (p == "auto") p = o.device.is_cuda() ? "bf16" : "fp32";
-  (void)precision_dtype(p);
-  o.precision = p;
-  const std::string& ls = c.train.loss_scale;
-  o.loss_scale = ls == "dynamic" || (ls == "auto" && p == "fp16");
-  o.allow_tf32 = c.train.allow_tf32;
-  o.adam.beta1 = c.train.adam_beta1;
-  o.adam.beta2 = c.train.adam_beta2;
-  o.adam.eps = c.train.adam_eps;
-  o.adam.weight_decay = c.train.weight_decay;
+  o.device = train::resolve_device(config.train.device, 0,
+                                   flags.device.empty() ? "train.device" : "--device");
+  o.step = train::step_options(config, o.device);
+  o.adam = train::adam_options(config);
   o.lr = c.train.lr;
-  o.label_smoothing = c.train.label_smoothing;
-  o.clip_norm = c.train.clip_norm;
   o.update_freq = c.train.update_freq;
   o.seed = c.train.seed;
   o.steps = flags.steps;

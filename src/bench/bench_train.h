@@ -27,20 +27,19 @@
 #include "nn/config.h"
 #include "optim/adam.h"
 #include "train/config.h"
+#include "train/step.h"
 
 namespace attn::bench {
 
 struct TrainBenchOptions {
   nn::TransformerConfig model;  // src_vocab/tgt_vocab are set from the batches' vocab
+  // What the config decides of the step (train::step_options: precision, loss scaling, label
+  // smoothing, clipping, TF32) and of Adam (train::adam_options).
+  train::StepOptions step;
   optim::AdamOptions adam;
   double lr = 5e-4;  // constant
-  double label_smoothing = 0.1;
-  double clip_norm = 0.0;
   int64_t update_freq = 1;  // micro-batches per step
   Device device = Device::cpu();
-  std::string precision = "fp32";  // fp32 | bf16 | fp16 (fp16: dynamic loss scaling)
-  bool loss_scale = false;         // dynamic loss scaling (set for fp16 by the command)
-  bool allow_tf32 = false;
   int64_t steps = 20;
   int64_t warmup = 3;
   uint64_t seed = 1;  // model initialisation and dropout
@@ -83,8 +82,9 @@ struct TrainBenchFlags {
   int64_t count = 16;     // in-memory batches only
 };
 
-// The options for `config` (model, Adam, loss, clipping, update_freq, lr = train.lr, seed,
-// precision, loss scaling, TF32) with the flags applied.
+// The options for `config` (model; the step and Adam as attn train builds them, with
+// --device and --precision in place of train.device and train.precision; update_freq,
+// lr = train.lr, seed).
 TrainBenchOptions train_bench_options(const train::Config& config, const TrainBenchFlags& flags);
 
 // `attn bench train`.

@@ -39,17 +39,6 @@ double median(std::vector<double> v) {
   return 0.5 * (lo + hi);
 }
 
-Device resolve_bench_device(const std::string& name) {
-  if (name == "auto") return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();
-  const Device d = Device::parse(name);
-  if (d.is_cuda()) {
-    ATTN_CHECK(cuda_built(), "device ", name, " but attn was built without CUDA");
-    ATTN_CHECK(cuda_device_count() > d.index, "device ", name, " but ", cuda_device_count(),
-               " CUDA device(s) are visible");
-  }
-  return d;
-}
-
 void synchronize(Device device) {
   if (device.is_cpu()) return;
 #ifdef ATTN_WITH_CUDA

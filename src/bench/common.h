@@ -28,10 +28,6 @@ inline double unit_double(uint64_t h) {
 
 double median(std::vector<double> values);
 
-// "auto" is cuda:0 when attn was built with CUDA and a device is visible, else the CPU;
-// otherwise Device::parse (cpu, cuda, cuda:N), checked to exist.
-Device resolve_bench_device(const std::string& name);
-
 // Waits until all of attn's work on `device` is done (no-op on the CPU).
 void synchronize(Device device);
 

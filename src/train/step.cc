@@ -15,6 +15,8 @@ StepEngine::StepEngine(nn::Transformer& model, optim::Adam& adam, dist::Communic
   ATTN_CHECK(cd == kF32 || cd == kF64 || cd == kBF16 || cd == kF16,
              "StepEngine: compute dtype must be f32, f64, bf16 or f16, got ", dtype_name(cd));
   model_.set_compute_dtype(cd);
+  const std::vector<Tensor> params = model_.parameters();
+  if (!params.empty() && params.front().device().is_cuda()) set_allow_tf32(options_.allow_tf32);
   scale_ = options_.loss_scale.enabled ? options_.loss_scale.init : 1.0;
   if (comm_.world_size() > 1 && options_.overlap_allreduce) {
     reducer_ = std::make_unique<dist::GradReducer>(comm_, model_.parameters(),

@@ -1,7 +1,8 @@
 // One optimizer update of the Transformer: forward and backward of every micro-batch
 // (teacher forcing, label-smoothed cross-entropy), the gradient all-reduce, loss scaling,
-// clipping and the Adam step. The trainer and `attn bench train` both run this, so the
-// benchmark times exactly what training does.
+// clipping and the Adam step. The trainer and `attn bench train` both run this, built from the
+// config by the same step_options() (step_config.h), so the benchmark times exactly what
+// training does.
 //
 // Precision (train.precision): fp32 master weights and Adam state always; with bf16/fp16 the
 // model computes in that type (nn::set_compute_dtype: GEMM inputs and activations), layer norm
@@ -41,6 +42,7 @@ struct StepOptions {
   // of all at once after it.
   bool overlap_allreduce = true;
   int64_t bucket_bytes = 25 << 20;
+  bool allow_tf32 = false;  // fp32 GEMMs on CUDA may use TF32 (set when the engine is built)
 };
 
 // Sums over this rank's micro-batches of the update (per rank: the trainer sums loss and

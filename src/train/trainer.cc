@@ -43,6 +43,7 @@
 #include "train/fault_injection.h"
 #include "train/model_config.h"
 #include "train/step.h"
+#include "train/step_config.h"
 
 namespace attn::train {
 namespace fs = std::filesystem;
@@ -69,37 +70,6 @@ std::string format_duration(double s) {
   std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", static_cast<long long>(t / 3600),
                 static_cast<long long>(t / 60 % 60), static_cast<long long>(t % 60));
   return buf;
-}
-
-// `local_rank`: under mpirun/srun each process on a machine takes its own GPU (cuda and auto;
-// an explicit cuda:N is taken as given, for launchers that set CUDA_VISIBLE_DEVICES per rank).
-Device resolve_device(const std::string& setting, int local_rank, spdlog::logger& log) {
-  if (setting == "cpu") return Device::cpu();
-  if (setting == "auto") {
-    const int n = cuda_device_count();  // 0 in a build without CUDA
-    if (n > 0) return Device::cuda(local_rank % n);
-    log.info("train.device auto: {}; training on the CPU",
-             cuda_built() ? "no CUDA device is visible" : "attn was built without CUDA");
-    return Device::cpu();
-  }
-  Device d = Device::parse(setting);
-  if (setting == "cuda" && cuda_device_count() > 0)
-    d = Device::cuda(local_rank % cuda_device_count());
-  ATTN_CHECK(cuda_built(), "train.device is ", setting,
-             " but attn was built without CUDA; use train.device: cpu or auto");
-  ATTN_CHECK(cuda_device_count() > d.index, "train.device is ", setting, " but ",
-             cuda_device_count(), " CUDA device(s) are visible; use train.device: cpu or auto");
-  return d;
-}
-
-// train.precision -> the dtype the model computes in (master weights stay f32).
-DType resolve_precision(const std::string& setting, Device device) {
-  if (setting == "auto") return device.is_cuda() ? kBF16 : kF32;  // attn builds for sm_80+
-  if (setting == "fp32") return kF32;
-  ATTN_CHECK(device.is_cuda(), "train.precision is ", setting, " but training runs on ",
-             device.str(), "; 16-bit training needs a CUDA device (use train.precision: fp32 or "
-             "auto)");
-  return setting == "bf16" ? kBF16 : kF16;
 }
 
 // Model-section keys whose values differ between two configs ("model.d_model: 64 vs 32").
@@ -131,7 +101,10 @@ class Trainer {
     launch_ = dist::detect_launch();
     main_ = launch_.rank == 0;
     setup_run_dir();
-    device_ = resolve_device(cfg_.train.device, launch_.local_rank, *log_);
+    device_ = resolve_device(cfg_.train.device, launch_.local_rank, "train.device");
+    if (cfg_.train.device == "auto" && device_.is_cpu())
+      log_->info("train.device auto: {}; training on the CPU",
+                 cuda_built() ? "no CUDA device is visible" : "attn was built without CUDA");
     comm_ = dist::make_communicator(device_, launch_);
     if (comm_->world_size() > 1) {
       log_->info(
@@ -357,26 +330,10 @@ class Trainer {
     model_ = std::make_unique<nn::Transformer>(mc, init_gen);
     model_->set_dropout_generator(&dropout_gen_);
     model_->to_device(device_);
-    optim::AdamOptions ao;
-    ao.beta1 = cfg_.train.adam_beta1;
-    ao.beta2 = cfg_.train.adam_beta2;
-    ao.eps = cfg_.train.adam_eps;
-    ao.weight_decay = cfg_.train.weight_decay;
-    adam_ = std::make_unique<optim::Adam>(model_->named_parameters(), ao);
-    StepOptions so;
-    so.compute_dtype = resolve_precision(cfg_.train.precision, device_);
-    so.label_smoothing = cfg_.train.label_smoothing;
-    so.clip_norm = cfg_.train.clip_norm;
-    so.overlap_allreduce = cfg_.train.overlap_allreduce;
-    so.bucket_bytes = static_cast<int64_t>(cfg_.train.bucket_mb * (1 << 20));
-    const std::string& ls = cfg_.train.loss_scale;
-    loss_scaling_ = ls == "dynamic" || (ls == "auto" && so.compute_dtype == kF16);
-    so.loss_scale.enabled = loss_scaling_;
-    so.loss_scale.init = cfg_.train.loss_scale_init;
-    so.loss_scale.growth_interval = cfg_.train.loss_scale_window;
-    so.loss_scale.min_scale = cfg_.train.loss_scale_min;
+    adam_ = std::make_unique<optim::Adam>(model_->named_parameters(), adam_options(cfg_));
+    const StepOptions so = step_options(cfg_, device_);
+    loss_scaling_ = so.loss_scale.enabled;
     engine_ = std::make_unique<StepEngine>(*model_, *adam_, *comm_, so);
-    if (device_.is_cuda()) set_allow_tf32(cfg_.train.allow_tf32);
     log_->info("precision: {} compute on {}, fp32 master weights{}", dtype_name(so.compute_dtype),
                device_.str(), loss_scaling_ ? fmt::format(", dynamic loss scaling from {}",
                                                           so.loss_scale.init)

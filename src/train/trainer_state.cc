@@ -78,7 +78,7 @@ class Reader {
 }  // namespace
 
 json TrainerState::to_json() const {
-  json j = {{"format_version", 1}, {"step", step}};
+  json j = {{"format_version", kFormatVersion}, {"step", step}};
   if (is_average()) {
     json sources = json::array();
     for (const Source& s : averaged_from) sources.push_back({{"path", s.path}, {"step", s.step}});
@@ -102,7 +102,18 @@ json TrainerState::to_json() const {
 TrainerState TrainerState::from_json(const json& j, const std::string& source) {
   TrainerState s;
   const Reader r(j, source);
+  // The version first, when there is one: a newer layout is refused by number, not by the
+  // first field it changed.
+  int64_t version = 0;
+  const bool has_version = r.find("format_version", false) != nullptr;
+  if (has_version) r.count("format_version", version);
   r.count("step", s.step);
+  if (!has_version) r.count("format_version", version);  // missing: an error naming the key
+  ATTN_CHECK(version == kFormatVersion, source, ": format_version ", version,
+             " is not one this attn reads (", kFormatVersion, ")",
+             version > kFormatVersion
+                 ? "; the checkpoint was written by a newer attn: resume it with that version"
+                 : "; the file is damaged");
   if (const json* from = r.array("averaged_from")) {
     for (size_t i = 0; i < from->size(); ++i) {
       const std::string key = "averaged_from[" + std::to_string(i) + "]";

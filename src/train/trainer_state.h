@@ -12,6 +12,11 @@
 namespace attn::train {
 
 struct TrainerState {
+  // The layout written by to_json. from_json reads this version and refuses others by number
+  // (a newer attn's file, or a damaged one); bump it, and teach from_json to read the old one
+  // or to say how to convert it, whenever a field changes meaning or a required one is added.
+  static constexpr int64_t kFormatVersion = 1;
+
   int64_t step = 0;
   int64_t batcher_epoch = 0;     // data position (data::Batcher::State)
   int64_t batcher_position = 0;
