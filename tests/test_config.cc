@@ -1,6 +1,9 @@
 // Config: parsing, overrides, and one test per error class.
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <iterator>
+
 #include "train/config.h"
 
 using namespace attn::train;
@@ -84,4 +87,64 @@ TEST_CASE("config errors name the key, the file and the line", "[config][errors]
     REQUIRE_THROWS_WITH(load_config("/nonexistent/cfg.yaml"),
                         Contains("cannot open config '/nonexistent/cfg.yaml'"));
   }
+}
+
+TEST_CASE("each key's rule lives with the key and is what validate() enforces", "[config]") {
+  const std::string base = "data:\n  synthetic: copy\n";
+  auto error_for = [&](const std::string& assignment) -> std::string {
+    try {
+      parse_config(base, "c.yaml", {assignment});
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  // Bounds, open and closed, and the notes that say what the boundary means.
+  CHECK_THAT(error_for("model.d_model=0"), Contains("model.d_model = 0 is out of range (> 0)"));
+  CHECK(error_for("model.dropout=0").empty());
+  CHECK_THAT(error_for("model.dropout=1"), Contains("model.dropout = 1 is out of range (>= 0 and < 1)"));
+  CHECK_THAT(error_for("train.clip_norm=-1"), Contains("(>= 0 (0 disables))"));
+  CHECK(error_for("decode.beam=65536").empty());
+  CHECK_THAT(error_for("decode.beam=65537"), Contains("decode.beam"));
+  // Allowed values, including the cuda:N pattern.
+  CHECK(error_for("train.device=cuda:3").empty());
+  CHECK_THAT(error_for("train.device=cuda:x"), Contains("train.device must be auto, cpu, cuda or cuda:N, got 'cuda:x'"));
+  CHECK_THAT(error_for("train.device='cuda:'"), Contains("train.device must be"));
+  CHECK_THAT(error_for("train.valid_metrics=[loss, ter]"), Contains("train.valid_metrics: unknown value 'ter' (expected loss or bleu)"));
+  CHECK_THAT(error_for("train.output_dir="), Contains("train.output_dir is required"));
+  CHECK_THAT(error_for("train.max_time=soon"), Contains("train.max_time"));
+  // A rule that applies only when its key is set: synthetic sizes are free without a task.
+  CHECK_THAT(error_for("data.synthetic_vocab=4"), Contains("data.synthetic_vocab = 4 is out of range (> 4 and <= 16777216 (ids 0..3 are reserved))"));
+  CHECK_NOTHROW(parse_config("data:\n  train_src: a\n  train_tgt: b\n  valid_src: c\n  valid_tgt: d\n",
+                             "c.yaml", {"data.synthetic_vocab=4"}));
+  // Rules between keys.
+  CHECK_THAT(error_for("train.loss_scale_min=1e9"), Contains("train.loss_scale_min (1e+09) cannot exceed train.loss_scale_init"));
+}
+
+TEST_CASE("the architecture keys are the ones a resume refuses to change", "[config]") {
+  const Config a = parse_config("data:\n  synthetic: copy\n", "a.yaml");
+  std::vector<std::string> arch;
+  for (const KeyInfo& k : config_key_info())
+    if (k.architecture) arch.push_back(k.key);
+  CHECK(arch == std::vector<std::string>{"model.d_model", "model.heads", "model.d_ff",
+                                         "model.encoder_layers", "model.decoder_layers",
+                                         "model.pre_norm", "model.share_embeddings"});
+  for (const std::string& o : {"model.dropout=0.3", "model.attention_dropout=0.2",
+                               "train.lr=1", "data.max_tokens=999", "decode.beam=2"}) {
+    CHECK(architecture_difference(a, parse_config("data:\n  synthetic: copy\n", "b.yaml", {o})).empty());
+  }
+  CHECK(architecture_difference(a, parse_config("data:\n  synthetic: copy\n", "b.yaml", {"model.d_ff=64"})) ==
+        "model.d_ff is 2048 in the checkpoint but 64 in the config");
+  CHECK(architecture_difference(a, parse_config("data:\n  synthetic: copy\n", "b.yaml", {"model.pre_norm=true"})) ==
+        "model.pre_norm is false in the checkpoint but true in the config");
+}
+
+TEST_CASE("docs/CONFIG.md lists every key as attn keys prints it", "[config][docs]") {
+  std::ifstream in(std::string(ATTN_SOURCE_DIR) + "/docs/CONFIG.md");
+  REQUIRE(in.good());
+  const std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string table = config_keys_markdown();
+  // Regenerate with scripts/gen_config_doc.sh when a key changes.
+  CHECK(doc.find(table) != std::string::npos);
+  for (const std::string& key : config_keys()) CHECK(table.find("`" + key + "`") != std::string::npos);
 }

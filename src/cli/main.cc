@@ -64,9 +64,15 @@ int run_info(const std::string& path) {
             << "parameters: " << params << " in " << ck.model.size() << " tensors\n"
             << "vocabulary: " << (ck.spm_model.empty() ? "none (synthetic task)" : "spm.model")
             << "\n"
-            << "state: " << ck.state.to_json().dump() << "\n"
-            << "config:\n"
-            << ck.config_yaml;
+            << "state: " << ck.state.to_json().dump() << "\n";
+  // The keys a resume must keep (the architecture: config_key_info's role), then all of them.
+  const auto config = attn::train::parse_config(ck.config_yaml, ck.path + "/config.yaml");
+  const auto values = attn::train::config_values(config);
+  const auto keys = attn::train::config_key_info();
+  std::cout << "architecture:";
+  for (size_t i = 0; i < keys.size(); ++i)
+    if (keys[i].architecture) std::cout << " " << values[i].first << "=" << values[i].second;
+  std::cout << "\nconfig:\n" << ck.config_yaml;
   return 0;
 }
 
@@ -102,6 +108,8 @@ int main(int argc, char** argv) {
   average->add_option("checkpoints", average_in, "Checkpoint directories")->required();
 
   auto* info = app.add_subcommand("info", "Show a checkpoint's step, size and config");
+  auto* keys = app.add_subcommand(
+      "keys", "List every config key: default, what it accepts, meaning (docs/CONFIG.md)");
   std::string info_path;
   info->add_option("checkpoint", info_path, "Checkpoint directory (or latest/best link)")
       ->required();
@@ -230,6 +238,10 @@ int main(int argc, char** argv) {
       if (train->parsed()) return run_train(config_path, overrides, flags);
       if (average->parsed()) return run_average(average_out, average_in);
       if (info->parsed()) return run_info(info_path);
+      if (keys->parsed()) {
+        std::cout << attn::train::config_keys_markdown();
+        return 0;
+      }
       if (translate->parsed())
         return attn::train::run_translate(tr_model, tr_input, tr_output, tr_opt);
       if (plot->parsed()) return attn::train::run_plot_command(plot_runs, plot_output);

@@ -40,83 +40,166 @@ std::string join(const StringList& v) {
   return out;
 }
 
-// The one list of keys. `v(path, pointer)` is called for every field.
+// What a key accepts and what it is, next to the key in visit_fields: validate(), the resume
+// check (architecture_difference), `attn keys` and docs/CONFIG.md all read it from there.
+// Doubles must be finite whatever the rule says. Rules between keys (d_model divisible by
+// heads, average_last <= keep_last, ...) are the few lines at the end of validate().
+struct Rule {
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;
+  std::vector<std::string> choices;  // strings and list items; "cuda:N" is cuda: and digits
+  std::string says;                  // the range in words, when the bounds alone do not say it
+  std::string note;                  // appended to the range: "0 disables"
+  const char* when = nullptr;        // the rule applies only when this string key is set
+  const char* unless = nullptr;      // required (non-empty) unless this string key is set
+  bool required = false;             // a string that must not be empty
+  bool duration = false;             // parse_duration syntax (90s, 15m, 2h)
+  bool architecture = false;         // the weights depend on it: a resume must not change it
+
+  Rule& gt(double v) { return lo = v, lo_open = true, *this; }
+  Rule& ge(double v) { return lo = v, lo_open = false, *this; }
+  Rule& lt(double v) { return hi = v, hi_open = true, *this; }
+  Rule& le(double v) { return hi = v, hi_open = false, *this; }
+  Rule& one_of(std::vector<std::string> c) { return choices = std::move(c), *this; }
+  Rule& saying(std::string text) { return says = std::move(text), *this; }
+  Rule& noting(std::string text) { return note = std::move(text), *this; }
+  Rule& only_when(const char* key) { return when = key, *this; }
+  Rule& required_unless(const char* key) { return unless = key, *this; }
+  Rule& non_empty() { return required = true, *this; }
+  Rule& a_duration() { return duration = true, *this; }
+  Rule& arch() { return architecture = true, *this; }
+
+  bool bounded() const { return std::isfinite(lo) || std::isfinite(hi); }
+  bool in_range(double v) const {
+    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  }
+  // "> 0", ">= 0 and < 1", ">= 1 and <= 65536", plus the note.
+  std::string range_text() const {
+    std::string t = says;
+    if (t.empty()) {
+      if (std::isfinite(lo)) t = std::string(lo_open ? "> " : ">= ") + format_double(lo);
+      if (std::isfinite(hi))
+        t += (t.empty() ? "" : " and ") + std::string(hi_open ? "< " : "<= ") + format_double(hi);
+    }
+    if (!note.empty()) t += " (" + note + ")";
+    return t;
+  }
+  // "auto, cpu, cuda or cuda:N" ('' for the empty string).
+  std::string choices_text() const {
+    std::string t;
+    for (size_t i = 0; i < choices.size(); ++i) {
+      if (i) t += i + 1 == choices.size() ? " or " : ", ";
+      t += choices[i].empty() ? "''" : choices[i];
+    }
+    return t;
+  }
+  bool allows(const std::string& value) const {
+    for (const std::string& c : choices) {
+      if (value == c) return true;
+      if (c.size() > 2 && c.ends_with(":N") && value.size() > c.size() - 1 &&
+          value.starts_with(c.substr(0, c.size() - 1)) &&
+          value.find_first_not_of("0123456789", c.size() - 1) == std::string::npos)
+        return true;
+    }
+    return false;
+  }
+};
+
+Rule gt(double v) { return Rule().gt(v); }
+Rule ge(double v) { return Rule().ge(v); }
+Rule one_of(std::vector<std::string> c) { return Rule().one_of(std::move(c)); }
+Rule arch() { return Rule().arch(); }
+Rule probability() { return Rule().ge(0).lt(1); }  // dropout rates, label smoothing, betas
+Rule none() { return Rule(); }
+
+// The one list of keys: `v(path, pointer, rule, meaning)` is called for every field, in the
+// order of config.yaml and of docs/CONFIG.md. A new key is a field in config.h and one line
+// here.
 template <class V>
 void visit_fields(Config& c, V&& v) {
-  v("model.d_model", &c.model.d_model);
-  v("model.heads", &c.model.heads);
-  v("model.d_ff", &c.model.d_ff);
-  v("model.encoder_layers", &c.model.encoder_layers);
-  v("model.decoder_layers", &c.model.decoder_layers);
-  v("model.dropout", &c.model.dropout);
-  v("model.attention_dropout", &c.model.attention_dropout);
-  v("model.relu_dropout", &c.model.relu_dropout);
-  v("model.pre_norm", &c.model.pre_norm);
-  v("model.share_embeddings", &c.model.share_embeddings);
+  const double max_vocab = static_cast<double>(kMaxVocab);
+  const double max_beam = static_cast<double>(decode::BeamOptions::kMaxBeam);
+  auto& m = c.model;
+  v("model.d_model", &m.d_model, arch().gt(0), "width of every layer (embeddings, attention, residual stream)");
+  v("model.heads", &m.heads, arch().gt(0), "attention heads per layer (must divide d_model)");
+  v("model.d_ff", &m.d_ff, arch().gt(0), "inner width of the feed-forward blocks");
+  v("model.encoder_layers", &m.encoder_layers, arch().gt(0), "encoder layers");
+  v("model.decoder_layers", &m.decoder_layers, arch().gt(0), "decoder layers");
+  v("model.dropout", &m.dropout, probability(), "dropout on embeddings and sub-layer outputs");
+  v("model.attention_dropout", &m.attention_dropout, probability(), "dropout on attention weights");
+  v("model.relu_dropout", &m.relu_dropout, probability(), "dropout after the feed-forward ReLU");
+  v("model.pre_norm", &m.pre_norm, arch(), "layer norm before each sub-layer (false: after, as in the paper)");
+  v("model.share_embeddings", &m.share_embeddings, arch(), "one embedding matrix for source, target and output projection");
 
-  v("data.train_src", &c.data.train_src);
-  v("data.train_tgt", &c.data.train_tgt);
-  v("data.valid_src", &c.data.valid_src);
-  v("data.valid_tgt", &c.data.valid_tgt);
-  v("data.synthetic", &c.data.synthetic);
-  v("data.synthetic_train_size", &c.data.synthetic_train_size);
-  v("data.synthetic_valid_size", &c.data.synthetic_valid_size);
-  v("data.synthetic_vocab", &c.data.synthetic_vocab);
-  v("data.synthetic_min_len", &c.data.synthetic_min_len);
-  v("data.synthetic_max_len", &c.data.synthetic_max_len);
-  v("data.spm_model", &c.data.spm_model);
-  v("data.vocab_size", &c.data.vocab_size);
-  v("data.spm_type", &c.data.spm_type);
-  v("data.max_tokens", &c.data.max_tokens);
-  v("data.max_len", &c.data.max_len);
+  auto& d = c.data;
+  const Rule corpus = Rule().required_unless("data.synthetic");
+  v("data.train_src", &d.train_src, corpus, "training source text, one sentence per line");
+  v("data.train_tgt", &d.train_tgt, corpus, "training target text, line by line parallel to train_src");
+  v("data.valid_src", &d.valid_src, corpus, "validation source text");
+  v("data.valid_tgt", &d.valid_tgt, corpus, "validation target text");
+  v("data.synthetic", &d.synthetic, one_of({"", "copy", "reverse"}), "a built-in task instead of the files ('' = off)");
+  const char* syn = "data.synthetic";
+  v("data.synthetic_train_size", &d.synthetic_train_size, gt(0).only_when(syn), "pairs of the synthetic training set");
+  v("data.synthetic_valid_size", &d.synthetic_valid_size, gt(0).only_when(syn), "pairs of the synthetic validation set");
+  v("data.synthetic_vocab", &d.synthetic_vocab, gt(4).le(max_vocab).noting("ids 0..3 are reserved").only_when(syn), "vocabulary of the synthetic task (ids 0..3 are pad/unk/bos/eos)");
+  v("data.synthetic_min_len", &d.synthetic_min_len, ge(1).only_when(syn), "shortest synthetic sentence");
+  v("data.synthetic_max_len", &d.synthetic_max_len, ge(1).only_when(syn), "longest synthetic sentence (>= synthetic_min_len)");
+  v("data.spm_model", &d.spm_model, none(), "joint SentencePiece model; trained from the training text when missing ('' = <train.output_dir>/spm.model)");
+  v("data.vocab_size", &d.vocab_size, ge(8).le(max_vocab), "pieces of a SentencePiece model trained here");
+  v("data.spm_type", &d.spm_type, one_of({"bpe", "unigram"}), "SentencePiece model type");
+  v("data.max_tokens", &d.max_tokens, gt(0).le(static_cast<double>(data::kMaxBatchTokens)), "tokens per batch, padding included (per GPU)");
+  v("data.max_len", &d.max_len, gt(1), "longer pairs (in pieces) are skipped; at most max_tokens");
 
-  v("train.device", &c.train.device);
-  v("train.output_dir", &c.train.output_dir);
-  v("train.max_steps", &c.train.max_steps);
-  v("train.max_epochs", &c.train.max_epochs);
-  v("train.seed", &c.train.seed);
-  v("train.log_every", &c.train.log_every);
-  v("train.valid_every", &c.train.valid_every);
-  v("train.save_every", &c.train.save_every);
-  v("train.keep_last", &c.train.keep_last);
-  v("train.label_smoothing", &c.train.label_smoothing);
-  v("train.adam_beta1", &c.train.adam_beta1);
-  v("train.adam_beta2", &c.train.adam_beta2);
-  v("train.adam_eps", &c.train.adam_eps);
-  v("train.weight_decay", &c.train.weight_decay);
-  v("train.lr_schedule", &c.train.lr_schedule);
-  v("train.lr_factor", &c.train.lr_factor);
-  v("train.lr", &c.train.lr);
-  v("train.warmup_steps", &c.train.warmup_steps);
-  v("train.clip_norm", &c.train.clip_norm);
-  v("train.update_freq", &c.train.update_freq);
-  v("train.valid_metrics", &c.train.valid_metrics);
-  v("train.best_metric", &c.train.best_metric);
-  v("train.valid_beam", &c.train.valid_beam);
-  v("train.patience", &c.train.patience);
-  v("train.average_last", &c.train.average_last);
-  v("train.max_time", &c.train.max_time);
-  v("train.check_replicas_every", &c.train.check_replicas_every);
-  v("train.precision", &c.train.precision);
-  v("train.loss_scale", &c.train.loss_scale);
-  v("train.loss_scale_init", &c.train.loss_scale_init);
-  v("train.loss_scale_window", &c.train.loss_scale_window);
-  v("train.loss_scale_min", &c.train.loss_scale_min);
-  v("train.allow_tf32", &c.train.allow_tf32);
-  v("train.overlap_allreduce", &c.train.overlap_allreduce);
-  v("train.bucket_mb", &c.train.bucket_mb);
-  v("train.init_weights", &c.train.init_weights);
+  auto& t = c.train;
+  v("train.device", &t.device, one_of({"auto", "cpu", "cuda", "cuda:N"}), "auto: a CUDA device when one is visible, else the CPU");
+  v("train.output_dir", &t.output_dir, Rule().non_empty(), "checkpoints, logs, metrics.jsonl, config.yaml");
+  v("train.max_steps", &t.max_steps, gt(0), "stop after this many updates");
+  v("train.max_epochs", &t.max_epochs, ge(0).noting("0: no limit"), "stop after this many passes over the data");
+  v("train.seed", &t.seed, none(), "initialisation, data order and dropout");
+  v("train.log_every", &t.log_every, gt(0), "steps between log lines (and metrics.jsonl train records)");
+  v("train.valid_every", &t.valid_every, gt(0), "steps between validations");
+  v("train.save_every", &t.save_every, gt(0), "steps between checkpoints");
+  v("train.keep_last", &t.keep_last, ge(1), "step checkpoints kept (plus latest and best)");
+  v("train.label_smoothing", &t.label_smoothing, probability(), "label smoothing of the cross-entropy");
+  v("train.adam_beta1", &t.adam_beta1, probability(), "Adam beta1");
+  v("train.adam_beta2", &t.adam_beta2, probability(), "Adam beta2");
+  v("train.adam_eps", &t.adam_eps, gt(0), "Adam epsilon");
+  v("train.weight_decay", &t.weight_decay, ge(0), "decoupled weight decay (AdamW; 0 = Adam)");
+  v("train.lr_schedule", &t.lr_schedule, one_of({"noam", "inverse_sqrt", "constant"}), "learning-rate schedule");
+  v("train.lr_factor", &t.lr_factor, gt(0), "noam: multiplier of d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)");
+  v("train.lr", &t.lr, gt(0), "peak learning rate (inverse_sqrt, constant)");
+  v("train.warmup_steps", &t.warmup_steps, ge(1), "linear warm-up steps");
+  v("train.clip_norm", &t.clip_norm, ge(0).noting("0 disables"), "clip the global gradient norm to this");
+  v("train.update_freq", &t.update_freq, ge(1), "micro-batches per update (gradient accumulation)");
+  v("train.valid_metrics", &t.valid_metrics, one_of({"loss", "bleu"}), "validation metrics: loss always; bleu adds beam search (valid_beam) on the valid set");
+  v("train.best_metric", &t.best_metric, one_of({"loss", "bleu"}), "what the best checkpoint and early stopping follow");
+  v("train.valid_beam", &t.valid_beam, ge(1).le(max_beam), "beam of validation BLEU (1 = greedy)");
+  v("train.patience", &t.patience, ge(0).noting("0 disables"), "stop after this many validations without improvement");
+  v("train.average_last", &t.average_last, ge(0).noting("0 disables"), "at the end, average the last N checkpoints into checkpoints/averaged");
+  v("train.max_time", &t.max_time, Rule().a_duration(), "wall-clock bound such as 90s, 15m, 2h ('' = none)");
+  v("train.check_replicas_every", &t.check_replicas_every, ge(0).noting("0 disables"), "data parallel debug: verify every N steps that ranks hold equal weights");
+  v("train.precision", &t.precision, one_of({"auto", "fp32", "bf16", "fp16"}), "compute precision (auto: bf16 on CUDA, fp32 on the CPU); master weights and Adam stay fp32");
+  v("train.loss_scale", &t.loss_scale, one_of({"auto", "dynamic", "none"}), "loss scaling (auto: dynamic for fp16)");
+  v("train.loss_scale_init", &t.loss_scale_init, gt(0), "first loss scale");
+  v("train.loss_scale_window", &t.loss_scale_window, ge(1), "clean steps before the scale doubles");
+  v("train.loss_scale_min", &t.loss_scale_min, gt(0), "overflowing at this scale stops the run (<= loss_scale_init)");
+  v("train.allow_tf32", &t.allow_tf32, none(), "fp32 GEMMs on CUDA may use TF32 tensor cores");
+  v("train.overlap_allreduce", &t.overlap_allreduce, none(), "data parallel: all-reduce gradient buckets while backward runs");
+  v("train.bucket_mb", &t.bucket_mb, ge(0.001).le(1024), "MiB per all-reduce bucket");
+  v("train.init_weights", &t.init_weights, none(), "safetensors of model parameters a fresh run starts from ('' = seeded initialisation)");
 
-  v("decode.beam", &c.decode.beam);
-  v("decode.alpha", &c.decode.alpha);
-  v("decode.max_len_a", &c.decode.max_len_a);
-  v("decode.max_len_b", &c.decode.max_len_b);
+  auto& dec = c.decode;
+  v("decode.beam", &dec.beam, ge(1).le(max_beam), "beam size of attn translate");
+  v("decode.alpha", &dec.alpha, ge(0), "length penalty ((5 + len) / 6)^alpha");
+  v("decode.max_len_a", &dec.max_len_a, ge(0).le(decode::BeamOptions::kMaxLenA), "output length limit: a * source length + b");
+  v("decode.max_len_b", &dec.max_len_b, ge(0).le(static_cast<double>(decode::BeamOptions::kMaxLenB)), "output length limit: a * source length + b");
 }
 
 FieldPtr find_field(Config& c, const std::string& key) {
   FieldPtr found;
   bool ok = false;
-  visit_fields(c, [&](const char* path, auto* ptr) {
+  visit_fields(c, [&](const char* path, auto* ptr, const Rule&, const char*) {
     if (!ok && key == path) {
       found = ptr;
       ok = true;
@@ -248,7 +331,7 @@ void apply_node(Config& c, const YAML::Node& node, const std::string& prefix,
 }
 
 template <class T>
-void check_range(bool ok, const char* key, T value, const char* expect) {
+void check_range(bool ok, const char* key, T value, const std::string& expect) {
   ATTN_CHECK(ok, "config: ", key, " = ", value, " is out of range (", expect, ")");
 }
 
@@ -277,7 +360,7 @@ double parse_duration(const std::string& text, const std::string& key) {
 std::vector<std::string> config_keys() {
   Config c;
   std::vector<std::string> keys;
-  visit_fields(c, [&](const char* path, auto*) { keys.emplace_back(path); });
+  visit_fields(c, [&](const char* path, auto*, const Rule&, const char*) { keys.emplace_back(path); });
   return keys;
 }
 
@@ -330,46 +413,43 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 
 void validate(const Config& c) {
   Config copy = c;
-  visit_fields(copy, [](const char* key, auto* p) {
-    if constexpr (std::is_same_v<std::remove_pointer_t<decltype(p)>, double>)
+  auto text_of = [&](const char* key) -> const std::string& {
+    return *std::get<std::string*>(find_field(copy, key));
+  };
+  // Each key against its own rule (visit_fields).
+  visit_fields(copy, [&](const char* key, auto* p, const Rule& rule, const char*) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    if (rule.when && text_of(rule.when).empty()) return;
+    if constexpr (std::is_same_v<T, double>)
       check_range(std::isfinite(*p), key, *p, "a finite number");
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      if (rule.bounded())
+        check_range(rule.in_range(static_cast<double>(*p)), key, *p, rule.range_text());
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (rule.unless)
+        ATTN_CHECK(!p->empty() || !text_of(rule.unless).empty(), "config: ", key,
+                   " is required (or set ", rule.unless, ")");
+      ATTN_CHECK(!rule.required || !p->empty(), "config: ", key, " is required");
+      if (!rule.choices.empty())
+        ATTN_CHECK(rule.allows(*p), "config: ", key, " must be ", rule.choices_text(), ", got '",
+                   *p, "'");
+      if (rule.duration) parse_duration(*p, key);
+    } else if constexpr (std::is_same_v<T, StringList>) {
+      for (const std::string& item : *p)
+        ATTN_CHECK(rule.allows(item), "config: ", key, ": unknown value '", item, "' (expected ",
+                   rule.choices_text(), ")");
+    }
   });
+
+  // Rules between keys.
   const auto& m = c.model;
-  check_range(m.d_model > 0, "model.d_model", m.d_model, "> 0");
-  check_range(m.heads > 0, "model.heads", m.heads, "> 0");
   ATTN_CHECK(m.d_model % m.heads == 0, "config: model.d_model (", m.d_model,
              ") must be divisible by model.heads (", m.heads, ")");
-  check_range(m.d_ff > 0, "model.d_ff", m.d_ff, "> 0");
-  check_range(m.encoder_layers > 0, "model.encoder_layers", m.encoder_layers, "> 0");
-  check_range(m.decoder_layers > 0, "model.decoder_layers", m.decoder_layers, "> 0");
-  for (auto [key, p] : {std::pair{"model.dropout", m.dropout},
-                        {"model.attention_dropout", m.attention_dropout},
-                        {"model.relu_dropout", m.relu_dropout}}) {
-    check_range(p >= 0 && p < 1, key, p, "0 <= p < 1");
-  }
-  // Upper bounds (d_model, d_ff, layers) are the model's own.
-  transformer_config(c, 8).validate();
-
+  transformer_config(c, 8).validate();  // upper bounds of the model's own (sizes, layers)
   const auto& d = c.data;
-  ATTN_CHECK(d.synthetic.empty() || d.synthetic == "copy" || d.synthetic == "reverse",
-             "config: data.synthetic must be '', copy or reverse, got '", d.synthetic, "'");
-  if (d.synthetic.empty()) {
-    for (auto [key, v] : {std::pair{"data.train_src", &d.train_src}, {"data.train_tgt", &d.train_tgt},
-                          {"data.valid_src", &d.valid_src}, {"data.valid_tgt", &d.valid_tgt}}) {
-      ATTN_CHECK(!v->empty(), "config: ", key, " is required (or set data.synthetic)");
-    }
-  } else {
-    check_range(d.synthetic_train_size > 0, "data.synthetic_train_size", d.synthetic_train_size,
-                "> 0");
-    check_range(d.synthetic_valid_size > 0, "data.synthetic_valid_size", d.synthetic_valid_size,
-                "> 0");
-    check_range(d.synthetic_vocab > 4, "data.synthetic_vocab", d.synthetic_vocab,
-                "> 4: ids 0..3 are reserved");
-    check_range(d.synthetic_min_len >= 1, "data.synthetic_min_len", d.synthetic_min_len, ">= 1");
+  if (!d.synthetic.empty()) {
     check_range(d.synthetic_max_len >= d.synthetic_min_len, "data.synthetic_max_len",
                 d.synthetic_max_len, ">= data.synthetic_min_len");
-    check_range(d.synthetic_vocab <= kMaxVocab, "data.synthetic_vocab", d.synthetic_vocab,
-                "at most 2^24");
     // Both sets are generated into memory: bound their tokens (2^31 = 16 GiB of ids).
     for (auto [key, n] : {std::pair{"data.synthetic_train_size", d.synthetic_train_size},
                           {"data.synthetic_valid_size", d.synthetic_valid_size}}) {
@@ -377,94 +457,79 @@ void validate(const Config& c) {
                   "at most 2^31 tokens: size * data.synthetic_max_len <= 2147483648");
     }
   }
-  check_range(d.vocab_size >= 8 && d.vocab_size <= kMaxVocab, "data.vocab_size", d.vocab_size,
-              ">= 8 and at most 2^24");
-  ATTN_CHECK(d.spm_type == "bpe" || d.spm_type == "unigram",
-             "config: data.spm_type must be bpe or unigram, got '", d.spm_type, "'");
-  check_range(d.max_tokens > 0 && d.max_tokens <= data::kMaxBatchTokens, "data.max_tokens",
-              d.max_tokens, "> 0 and at most 2^24");
-  check_range(d.max_len > 1, "data.max_len", d.max_len, "> 1");
   ATTN_CHECK(d.max_len <= d.max_tokens, "config: data.max_len (", d.max_len,
              ") cannot exceed data.max_tokens (", d.max_tokens, "): no batch could hold it");
-
   const auto& t = c.train;
-  ATTN_CHECK(t.device == "auto" || t.device == "cpu" || t.device == "cuda" ||
-                 t.device.rfind("cuda:", 0) == 0,
-             "config: train.device must be auto, cpu, cuda or cuda:N, got '", t.device, "'");
-  ATTN_CHECK(!t.output_dir.empty(), "config: train.output_dir is required");
-  check_range(t.max_steps > 0, "train.max_steps", t.max_steps, "> 0");
-  check_range(t.max_epochs >= 0, "train.max_epochs", t.max_epochs, ">= 0");
-  check_range(t.log_every > 0, "train.log_every", t.log_every, "> 0");
-  check_range(t.valid_every > 0, "train.valid_every", t.valid_every, "> 0");
-  check_range(t.save_every > 0, "train.save_every", t.save_every, "> 0");
-  check_range(t.keep_last >= 1, "train.keep_last", t.keep_last, ">= 1");
-  check_range(t.label_smoothing >= 0 && t.label_smoothing < 1, "train.label_smoothing",
-              t.label_smoothing, "0 <= eps < 1");
-  check_range(t.adam_beta1 >= 0 && t.adam_beta1 < 1, "train.adam_beta1", t.adam_beta1,
-              "0 <= beta1 < 1");
-  check_range(t.adam_beta2 >= 0 && t.adam_beta2 < 1, "train.adam_beta2", t.adam_beta2,
-              "0 <= beta2 < 1");
-  check_range(t.adam_eps > 0, "train.adam_eps", t.adam_eps, "> 0");
-  check_range(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0");
-  ATTN_CHECK(t.lr_schedule == "noam" || t.lr_schedule == "inverse_sqrt" ||
-                 t.lr_schedule == "constant",
-             "config: train.lr_schedule must be noam, inverse_sqrt or constant, got '",
-             t.lr_schedule, "'");
-  check_range(t.lr_factor > 0, "train.lr_factor", t.lr_factor, "> 0");
-  check_range(t.lr > 0, "train.lr", t.lr, "> 0");
-  check_range(t.warmup_steps >= 1, "train.warmup_steps", t.warmup_steps, ">= 1");
-  check_range(t.clip_norm >= 0, "train.clip_norm", t.clip_norm, ">= 0 (0 disables)");
-  check_range(t.update_freq >= 1, "train.update_freq", t.update_freq, ">= 1");
-  bool has_loss = false;
-  for (const std::string& m : t.valid_metrics) {
-    ATTN_CHECK(m == "loss" || m == "bleu", "config: train.valid_metrics: unknown metric '", m,
-               "' (expected loss or bleu)");
-    has_loss |= m == "loss";
-  }
-  ATTN_CHECK(has_loss, "config: train.valid_metrics must include loss");
-  ATTN_CHECK(t.best_metric == "loss" || t.best_metric == "bleu",
-             "config: train.best_metric must be loss or bleu, got '", t.best_metric, "'");
-  ATTN_CHECK(t.best_metric != "bleu" ||
-                 std::find(t.valid_metrics.begin(), t.valid_metrics.end(), "bleu") !=
-                     t.valid_metrics.end(),
+  const auto has = [&](const char* metric) {
+    return std::find(t.valid_metrics.begin(), t.valid_metrics.end(), metric) !=
+           t.valid_metrics.end();
+  };
+  ATTN_CHECK(has("loss"), "config: train.valid_metrics must include loss");
+  ATTN_CHECK(t.best_metric != "bleu" || has("bleu"),
              "config: train.best_metric is bleu but train.valid_metrics does not include bleu");
-  check_range(t.valid_beam >= 1 && t.valid_beam <= decode::BeamOptions::kMaxBeam,
-              "train.valid_beam", t.valid_beam, ">= 1 and at most 65536");
-  check_range(t.patience >= 0, "train.patience", t.patience, ">= 0 (0 disables)");
-  check_range(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 disables)");
   ATTN_CHECK(t.average_last <= t.keep_last, "config: train.average_last (", t.average_last,
              ") cannot exceed train.keep_last (", t.keep_last,
              "): the checkpoints to average would be pruned");
-  parse_duration(t.max_time, "train.max_time");
-  check_range(t.check_replicas_every >= 0, "train.check_replicas_every", t.check_replicas_every,
-              ">= 0 (0 disables)");
+  ATTN_CHECK(t.loss_scale_min <= t.loss_scale_init, "config: train.loss_scale_min (",
+             t.loss_scale_min, ") cannot exceed train.loss_scale_init (", t.loss_scale_init, ")");
+}
 
-  ATTN_CHECK(t.precision == "auto" || t.precision == "fp32" || t.precision == "bf16" ||
-                 t.precision == "fp16",
-             "config: train.precision must be auto, fp32, bf16 or fp16, got '", t.precision, "'");
-  ATTN_CHECK(t.loss_scale == "auto" || t.loss_scale == "dynamic" || t.loss_scale == "none",
-             "config: train.loss_scale must be auto, dynamic or none, got '", t.loss_scale, "'");
-  check_range(t.loss_scale_init > 0 && std::isfinite(t.loss_scale_init), "train.loss_scale_init",
-              t.loss_scale_init, "> 0");
-  check_range(t.bucket_mb >= 0.001 && t.bucket_mb <= 1024, "train.bucket_mb", t.bucket_mb,
-              "between 0.001 and 1024");
-  check_range(t.loss_scale_window >= 1, "train.loss_scale_window", t.loss_scale_window, ">= 1");
-  check_range(t.loss_scale_min > 0 && t.loss_scale_min <= t.loss_scale_init,
-              "train.loss_scale_min", t.loss_scale_min, "> 0 and <= train.loss_scale_init");
+std::string architecture_difference(const Config& saved, const Config& config) {
+  const auto va = config_values(saved), vb = config_values(config);
+  const auto keys = config_key_info();
+  for (size_t i = 0; i < va.size(); ++i) {
+    if (keys[i].architecture && va[i].second != vb[i].second)
+      return va[i].first + " is " + va[i].second + " in the checkpoint but " + vb[i].second +
+             " in the config";
+  }
+  return "";
+}
 
-  check_range(c.decode.beam >= 1 && c.decode.beam <= decode::BeamOptions::kMaxBeam, "decode.beam",
-              c.decode.beam, ">= 1 and at most 65536");
-  check_range(c.decode.alpha >= 0, "decode.alpha", c.decode.alpha, ">= 0");
-  check_range(c.decode.max_len_a >= 0 && c.decode.max_len_a <= decode::BeamOptions::kMaxLenA,
-              "decode.max_len_a", c.decode.max_len_a, ">= 0 and at most 1024");
-  check_range(c.decode.max_len_b >= 0 && c.decode.max_len_b <= decode::BeamOptions::kMaxLenB,
-              "decode.max_len_b", c.decode.max_len_b, ">= 0 and at most 2^20");
+std::vector<KeyInfo> config_key_info() {
+  Config c;
+  const auto values = config_values(c);
+  std::vector<KeyInfo> out;
+  size_t i = 0;
+  visit_fields(c, [&](const char* key, auto* p, const Rule& rule, const char* meaning) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    KeyInfo k;
+    k.key = key;
+    k.default_value = values[i++].second;
+    k.meaning = meaning;
+    k.architecture = rule.architecture;
+    std::vector<std::string> parts;
+    if constexpr (std::is_same_v<T, bool>) parts.push_back("true or false");
+    if constexpr (std::is_same_v<T, double>) parts.push_back("finite");
+    if constexpr (std::is_same_v<T, uint64_t>) parts.push_back(">= 0");
+    if (rule.bounded() || !rule.note.empty()) parts.push_back(rule.range_text());
+    if (!rule.choices.empty())
+      parts.push_back(std::string(std::is_same_v<T, StringList> ? "a list of " : "") +
+                      rule.choices_text());
+    if (rule.required) parts.push_back("required");
+    if (rule.unless) parts.push_back(std::string("required unless ") + rule.unless + " is set");
+    if (rule.duration) parts.push_back("a duration");
+    if (rule.when) parts.push_back(std::string("checked when ") + rule.when + " is set");
+    for (size_t j = 0; j < parts.size(); ++j) k.rule += (j ? "; " : "") + parts[j];
+    out.push_back(std::move(k));
+  });
+  return out;
+}
+
+std::string config_keys_markdown() {
+  std::string out =
+      "| key | default | accepts | meaning |\n|---|---|---|---|\n";
+  for (const KeyInfo& k : config_key_info()) {
+    out += "| `" + k.key + "` | " + (k.default_value.empty() ? "''" : "`" + k.default_value + "`") +
+           " | " + k.rule + " | " + k.meaning + (k.architecture ? " (architecture)" : "") +
+           " |\n";
+  }
+  return out;
 }
 
 std::vector<std::pair<std::string, std::string>> config_values(const Config& config) {
   Config c = config;
   std::vector<std::pair<std::string, std::string>> out;
-  visit_fields(c, [&](const char* path, auto* p) {
+  visit_fields(c, [&](const char* path, auto* p, const Rule&, const char*) {
     std::ostringstream os;
     using T = std::remove_pointer_t<decltype(p)>;
     if constexpr (std::is_same_v<T, StringList>) {
@@ -484,7 +549,7 @@ std::string to_yaml(const Config& config) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   std::string section;
-  visit_fields(c, [&](const char* path, auto* p) {
+  visit_fields(c, [&](const char* path, auto* p, const Rule&, const char*) {
     const std::string key(path);
     const auto dot = key.find('.');
     const std::string sec = key.substr(0, dot);

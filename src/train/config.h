@@ -1,8 +1,11 @@
 // The run configuration: YAML (sections model, data, train, decode) into typed structs.
-// Every key is listed once in visit_fields(); parsing, --set overrides, type errors and the
-// resolved-config dump all go through that list, so a key cannot exist in one and not the
-// others. Ranges and allowed values are checked by validate() (config.cc), by key path. Unknown keys are errors that suggest the nearest known key; type and range errors
-// name the key path (and the file and line when the value came from a file).
+// Every key is listed once in visit_fields() (config.cc) with its rule (range, allowed values,
+// required-unless, duration syntax), its role (architecture or not) and its meaning; parsing,
+// --set overrides, type errors, validate(), the resume check (architecture_difference), the
+// resolved-config dump, `attn keys` and docs/CONFIG.md all go through that list, so a key
+// cannot exist in one and not the others. Unknown keys are errors that suggest the nearest
+// known key; type and range errors name the key path (and the file and line when the value
+// came from a file).
 #pragma once
 
 #include <cstdint>
@@ -122,5 +125,20 @@ std::string to_yaml(const Config& config);
 std::vector<std::pair<std::string, std::string>> config_values(const Config& config);
 // Every key path ("model.d_model", ...), in order.
 std::vector<std::string> config_keys();
+
+// The architecture keys (those whose rule says the weights depend on them: the model's sizes,
+// norm placement, sharing; not dropout) that differ between a checkpoint's config and this
+// one: "model.d_model is 64 in the checkpoint but 32 in the config", or "" when none does.
+std::string architecture_difference(const Config& saved, const Config& config);
+
+// Every key with its default, what it accepts, whether it is architecture, and its meaning,
+// in order: `attn keys` prints it, docs/CONFIG.md is generated from it.
+struct KeyInfo {
+  std::string key, default_value, rule, meaning;
+  bool architecture = false;
+};
+std::vector<KeyInfo> config_key_info();
+// The same as a markdown table (the body of docs/CONFIG.md).
+std::string config_keys_markdown();
 
 }  // namespace attn::train

@@ -1,49 +1,31 @@
 #include "train/trainer.h"
 
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-#include <unistd.h>
-#include <yaml-cpp/yaml.h>
-
-#include <chrono>
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
-#include <csignal>
-#include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
-#include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "autograd/functions.h"
-#include "core/allocator.h"
 #include "core/device.h"
 #include "core/file.h"
-#include "core/grad_mode.h"
-#include "data/batcher.h"
-#include "data/corpus.h"
-#include "data/dataset.h"
-#include "data/synthetic.h"
-#include "data/vocab.h"
-#include "decode/beam_search.h"
 #include "dist/communicator.h"
 #include "dist/launch.h"
-#include "eval/bleu.h"
 #include "io/safetensors.h"
 #include "nn/transformer.h"
 #include "optim/adam.h"
-#include "optim/clip.h"
 #include "optim/schedule.h"
 #include "train/average.h"
-#include "train/checkpoint.h"
 #include "train/fault_injection.h"
 #include "train/model_config.h"
+#include "train/resume.h"
+#include "train/run_log.h"
 #include "train/step.h"
 #include "train/step_config.h"
+#include "train/stop.h"
+#include "train/training_data.h"
+#include "train/validation.h"
 
 namespace attn::train {
 namespace fs = std::filesystem;
@@ -51,56 +33,30 @@ using json = nlohmann::json;
 
 namespace {
 
-std::atomic<int> g_stop_signal{0};
-
-extern "C" void on_stop_signal(int sig) {
-  g_stop_signal.store(sig);
-}
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::string format_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const int64_t t = static_cast<int64_t>(s + 0.5);
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%lld:%02lld:%02lld", static_cast<long long>(t / 3600),
-                static_cast<long long>(t / 60 % 60), static_cast<long long>(t % 60));
-  return buf;
-}
-
-// Model-section keys whose values differ between two configs ("model.d_model: 64 vs 32").
-std::string architecture_difference(const Config& a, const Config& b) {
-  const auto va = config_values(a), vb = config_values(b);
-  for (size_t i = 0; i < va.size(); ++i) {
-    if (va[i].first.rfind("model.", 0) != 0) continue;
-    // Dropout rates do not change the architecture; everything else in `model` does.
-    if (va[i].first.find("dropout") != std::string::npos) continue;
-    if (va[i].second != vb[i].second)
-      return va[i].first + " is " + va[i].second + " in the checkpoint but " + vb[i].second +
-             " in the config";
-  }
-  return "";
-}
-
-struct Window {  // training statistics since the last log line
-  double loss = 0, nll = 0, tokens = 0, correct = 0, gnorm = 0;
-  int64_t steps = 0;    // applied updates (gnorm is averaged over these)
-  int64_t skipped = 0;  // fp16 overflows
-  Clock::time_point start = Clock::now();
-};
-
+// The training loop, assembled from its parts: RunLog (logging, metrics.jsonl), RunCheckpoints
+// (checkpoints, where to resume), TrainingData (vocabulary, data, batches), StepEngine (one
+// update, step_config.h), validate_model + EarlyStopping (validation, the best checkpoint) and
+// StopControl (signals, train.max_time). The Trainer wires them together, moves the state
+// between them and a checkpoint (TrainerState), and runs the loop.
 class Trainer {
  public:
-  Trainer(const Config& config, const TrainFlags& flags) : cfg_(config), flags_(flags) {}
+  Trainer(const Config& config, const TrainFlags& flags)
+      : cfg_(config),
+        flags_(flags),
+        launch_(dist::detect_launch()),
+        main_(launch_.rank == 0),
+        log_(cfg_.train.output_dir, main_, launch_.rank),
+        stop_(parse_duration(cfg_.train.max_time, "train.max_time")),
+        early_(cfg_.train.best_metric, cfg_.train.patience) {}
 
   TrainResult run() {
-    launch_ = dist::detect_launch();
-    main_ = launch_.rank == 0;
-    setup_run_dir();
+    set_up();
+    return loop();
+  }
+
+ private:
+  // ---- set-up ----
+  void set_up() {
     device_ = resolve_device(cfg_.train.device, launch_.local_rank, "train.device");
     if (cfg_.train.device == "auto" && device_.is_cpu())
       log_->info("train.device auto: {}; training on the CPU",
@@ -113,13 +69,14 @@ class Trainer {
           comm_->world_size(), comm_->backend(), launch_.launcher, cfg_.data.max_tokens,
           cfg_.data.max_tokens * comm_->world_size());
     }
-    setup_checkpoints();
-    std::optional<LoadedCheckpoint> ck = find_checkpoint();
+    checkpoints_ = std::make_unique<RunCheckpoints>(cfg_, flags_.fresh, *comm_, main_, log_.log());
+    std::optional<LoadedCheckpoint> ck = checkpoints_->find_resumable();
     const std::string& init = cfg_.train.init_weights;
     std::optional<io::SafetensorsFile> init_file;  // read before the data: fail early
     if (!ck && !init.empty()) init_file = read_init_weights(init);
-    setup_data(ck ? &ck->spm_model : nullptr);
-    setup_model();
+    data_ = load_training_data(cfg_, ck ? &ck->spm_model : nullptr, comm_->rank(),
+                               comm_->world_size(), log_.log());
+    set_up_model();
     if (ck) {
       restore(*ck);
       if (!init.empty()) log_->info("train.init_weights ignored: resuming from {}", ck->path);
@@ -139,192 +96,23 @@ class Trainer {
       // Identical by construction (same seed, same checkpoint); the broadcast makes it so.
       for (Tensor p : model_->parameters()) comm_->broadcast(p, 0);
     }
-    write_resolved_config();
+    write_file((fs::path(cfg_.train.output_dir) / "config.yaml").string(), to_yaml(cfg_),
+               "resolved config", {.atomic = true, .sync = true});
     log_->info(
         "model: {} parameters ({} encoder + {} decoder layers, d_model {}, {} heads, "
         "d_ff {}, vocabulary {}{})",
         model_->parameter_count(), cfg_.model.encoder_layers, cfg_.model.decoder_layers,
-        cfg_.model.d_model, cfg_.model.heads, cfg_.model.d_ff, vocab_size_,
+        cfg_.model.d_model, cfg_.model.heads, cfg_.model.d_ff, data_.vocab_size,
         cfg_.model.share_embeddings ? ", shared embeddings" : "");
     log_->info(
         "data: {} training pairs in {} batches of <= {} tokens per epoch, {} validation "
         "pairs",
-        train_data_.size(), batcher_->batches_per_epoch(), cfg_.data.max_tokens,
-        valid_data_.size());
-    return loop();
+        data_.train.size(), data_.batcher->batches_per_epoch(), cfg_.data.max_tokens,
+        data_.valid.size());
   }
 
- private:
-  // ---- set-up ----
-  void setup_run_dir() {
-    const fs::path out = cfg_.train.output_dir;
-    std::error_code ec;
-    fs::create_directories(out, ec);
-    ATTN_CHECK(!ec, "cannot create train.output_dir '", out.string(), "': ", ec.message());
-    auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    if (main_) {
-      auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>((out / "train.log").string());
-      log_ = std::make_shared<spdlog::logger>("train", spdlog::sinks_init_list{console, file});
-      metrics_.open(out / "metrics.jsonl", std::ios::app);
-      ATTN_CHECK(metrics_.good(), "cannot write '", (out / "metrics.jsonl").string(), "'");
-    } else {
-      // Other ranks compute the same numbers; only their warnings and errors are shown.
-      log_ = std::make_shared<spdlog::logger>("train", console);
-      log_->set_level(spdlog::level::warn);
-    }
-    log_->set_pattern(main_ ? "[%Y-%m-%d %H:%M:%S] %v"
-                            : "[%Y-%m-%d %H:%M:%S] [rank " + std::to_string(launch_.rank) + "] %v");
-    log_->flush_on(spdlog::level::info);
-  }
-
-  void setup_checkpoints() {
-    const fs::path out = cfg_.train.output_dir;
-    std::error_code ec;
-    const fs::path ckdir = out / "checkpoints";
-    if (main_ && flags_.fresh && fs::exists(ckdir) && !fs::is_empty(ckdir)) {
-      char stamp[32];
-      const std::time_t now = std::time(nullptr);
-      std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
-      const fs::path aside = out / (std::string("checkpoints.old-") + stamp);
-      fs::rename(ckdir, aside, ec);
-      ATTN_CHECK(!ec, "--fresh: cannot move '", ckdir.string(), "' aside: ", ec.message());
-      log_->info("--fresh: previous checkpoints moved to {}", aside.string());
-    }
-    comm_->barrier();  // every rank sees the directory after --fresh
-    checkpoints_ = std::make_unique<CheckpointManager>(ckdir.string(), cfg_.train.keep_last);
-  }
-
-  // The checkpoint to resume from: the newest step directory that loads, whatever `latest`
-  // says (a run killed between renaming a checkpoint into place and moving the link leaves a
-  // complete checkpoint newer than `latest`). Damaged newer ones are moved aside, never
-  // overwritten; with no intact checkpoint at all the run refuses to start over by itself.
-  std::optional<LoadedCheckpoint> find_checkpoint() {
-    const fs::path ckdir = checkpoints_->dir();
-    const fs::path link = ckdir / "latest";
-    std::error_code ec;
-    const bool has_link = fs::is_symlink(link, ec);
-    const auto latest = checkpoints_->latest();
-    const std::vector<std::string> steps = step_checkpoints(ckdir.string());
-    const std::string how_to_start_over =
-        "pass --fresh to start over (the checkpoints are moved aside, not deleted)";
-    if (steps.empty()) {
-      ATTN_CHECK(!has_link, "cannot resume: ", link.string(), " points at '",
-                 fs::read_symlink(link, ec).string(), "', which ",
-                 latest ? "is not a step-<N> checkpoint directory" : "does not exist",
-                 ", and there is no other checkpoint in ", ckdir.string(), "; ",
-                 how_to_start_over);
-      return std::nullopt;
-    }
-    std::vector<std::pair<std::string, std::string>> damaged;  // path, why
-    std::optional<LoadedCheckpoint> found;
-    Config saved;
-    for (auto it = steps.rbegin(); it != steps.rend() && !found; ++it) {
-      try {
-        LoadedCheckpoint ck = load_checkpoint(*it);
-        saved = parse_config(ck.config_yaml, ck.path + "/config.yaml");
-        found = std::move(ck);
-      } catch (const Error& e) {
-        damaged.emplace_back(*it, e.what());
-      }
-    }
-    if (!found) {
-      std::string what;
-      for (const auto& [path, why] : damaged) what += (what.empty() ? "" : "; ") + why;
-      ATTN_FAIL("cannot resume from ", ckdir.string(), ": no intact checkpoint (", what, "); ",
-                how_to_start_over);
-    }
-    const LoadedCheckpoint& ck = *found;
-    const std::string diff = architecture_difference(saved, cfg_);
-    ATTN_CHECK(diff.empty(), "cannot resume from ", ck.path,
-               ": the checkpoint is of another "
-               "architecture (",
-               diff, "); use another train.output_dir or pass --fresh");
-    comm_->barrier();  // every rank has chosen before rank 0 renames anything
-    if (main_) {
-      for (const auto& [path, why] : damaged) {
-        const std::string aside = checkpoints_->set_aside(path);
-        log_->warn("checkpoint {} is damaged ({}); moved to {} and not used", path, why, aside);
-      }
-      const bool linked = latest && fs::equivalent(*latest, ck.path, ec);
-      if (!linked) {
-        const std::string link_state =
-            !has_link ? "is missing"
-            : latest  ? "points at the older " + *latest
-                      : "points at '" + fs::read_symlink(link, ec).string() +
-                            "', which does not exist";
-        log_->warn("{} {}; resuming from the newest intact checkpoint {}", link.string(),
-                   link_state, ck.path);
-        checkpoints_->set_latest(ck.path);
-      }
-    }
-    comm_->barrier();
-    log_->info("resuming from {}", ck.path);
-    return found;
-  }
-
-  void setup_data(const std::string* checkpoint_spm) {
-    const auto& d = cfg_.data;
-    const uint64_t seed = cfg_.train.seed;
-    if (!d.synthetic.empty()) {
-      auto make = [&](const char* key, int64_t n, uint64_t task_seed) {
-        try {
-          return data::make_synthetic(d.synthetic, n, static_cast<int32_t>(d.synthetic_vocab),
-                                      d.synthetic_min_len, d.synthetic_max_len, task_seed);
-        } catch (const std::bad_alloc&) {
-          ATTN_FAIL("out of memory generating ", key, " = ", n, " synthetic pairs of up to ",
-                    d.synthetic_max_len, " tokens (data.synthetic_max_len): up to ",
-                    format_bytes(8.0 * static_cast<double>(n) *
-                                 static_cast<double>(d.synthetic_max_len + 3)),
-                    " of token ids; lower ", key);
-        }
-      };
-      train_data_ = make("data.synthetic_train_size", d.synthetic_train_size, seed);
-      valid_data_ = make("data.synthetic_valid_size", d.synthetic_valid_size, seed + 7919);
-      vocab_size_ = d.synthetic_vocab;
-      log_->info("data: synthetic {} task, vocabulary {}", d.synthetic, vocab_size_);
-    } else {
-      const fs::path out = cfg_.train.output_dir;
-      const std::string spm_path = d.spm_model.empty() ? (out / "spm.model").string() : d.spm_model;
-      if (checkpoint_spm && !checkpoint_spm->empty()) {
-        vocab_ = data::Vocab::from_serialized(*checkpoint_spm);  // the vocabulary trained with
-      } else {
-        if (!fs::exists(spm_path)) {
-          // Check the corpora (existence, equal length, UTF-8) before spending minutes on a
-          // vocabulary that could not be used.
-          data::read_parallel(d.train_src, d.train_tgt);
-          log_->info("training a {} SentencePiece model of {} pieces on {} + {}", d.spm_type,
-                     d.vocab_size, d.train_src, d.train_tgt);
-        }
-        vocab_ = data::Vocab::train_or_load({d.train_src, d.train_tgt}, spm_path,
-                                            static_cast<int>(d.vocab_size), d.spm_type, seed);
-      }
-      vocab_size_ = vocab_.size();
-      data::DatasetStats ts, vs;
-      train_data_ = data::load_or_build_cached(d.train_src, d.train_tgt, vocab_, d.max_len,
-                                               (out / "cache" / "train.bin").string(), &ts);
-      valid_data_ = data::load_or_build_cached(d.valid_src, d.valid_tgt, vocab_, d.max_len,
-                                               (out / "cache" / "valid.bin").string(), &vs);
-      for (auto [name, s] : {std::pair{"train", &ts}, {"valid", &vs}}) {
-        log_->info("data {}: {} lines, {} kept, {} skipped (empty), {} skipped (> {} tokens){}",
-                   name, s->lines, s->kept, s->skipped_empty, s->skipped_too_long, d.max_len,
-                   s->from_cache ? " [cache]" : "");
-      }
-      ATTN_CHECK(!train_data_.empty(), "no training pairs left in ", d.train_src, " / ",
-                 d.train_tgt,
-                 " after skipping empty and over-long lines (data.max_len = ", d.max_len, ")");
-    }
-    data::BatcherOptions bo;
-    bo.max_tokens = d.max_tokens;
-    bo.shuffle = true;
-    bo.seed = seed;
-    bo.rank = comm_->rank();
-    bo.world = comm_->world_size();
-    batcher_ = std::make_unique<data::Batcher>(train_data_, bo);
-    valid_batches_ = data::make_eval_batches(valid_data_, d.max_tokens);
-  }
-
-  void setup_model() {
-    nn::TransformerConfig mc = transformer_config(cfg_, vocab_size_);
+  void set_up_model() {
+    nn::TransformerConfig mc = transformer_config(cfg_, data_.vocab_size);
     mc.validate();
     Generator init_gen(cfg_.train.seed);
     model_ = std::make_unique<nn::Transformer>(mc, init_gen);
@@ -354,17 +142,174 @@ class Trainer {
     }
   }
 
-  // One line of an append-only JSON-lines file (metrics.jsonl, --dump-batches), flushed so that
-  // `attn plot` and a crash see every record; a failed write (full disk) is an error naming
-  // the file, not a hole in the record.
-  static void append_line(std::ofstream& f, const json& record, const std::string& path) {
-    f << record.dump() << "\n";
-    f.flush();
-    ATTN_CHECK(f.good(), "cannot write '", path, "': ", std::strerror(errno));
+  // ---- the state a checkpoint carries ----
+  void restore(const LoadedCheckpoint& ck) {
+    try {
+      model_->load_parameters(ck.model);
+      const TrainerState& s = ck.state;
+      step_ = s.step;
+      data_.batcher->restore({s.batcher_epoch, s.batcher_position});
+      if (s.best_metric == cfg_.train.best_metric && s.best_value) {
+        early_.restore(s.best_value, s.bad_validations);
+      } else if (s.best_value) {
+        log_->info("train.best_metric changed from {} to {}: the best score starts afresh",
+                   s.best_metric, cfg_.train.best_metric);
+      }
+      stop_.set_elapsed_before(s.elapsed_seconds);
+      if (flags_.reset_optimizer) {
+        sched_offset_ = step_;
+        log_->info(
+            "--reset-optimizer: Adam state and the learning-rate schedule restart at "
+            "step {}",
+            step_);
+      } else {
+        adam_->load_state(ck.optimizer, s.adam_step);
+        if (loss_scaling_ && s.loss_scale)
+          engine_->set_loss_scale(s.loss_scale->scale, s.loss_scale->clean_steps);
+        sched_offset_ = s.schedule_offset;
+      }
+    } catch (const Error& e) {
+      ATTN_FAIL("cannot resume from ", ck.path, ": ", e.what());
+    }
+    last_saved_step_ = step_;
   }
 
-  void append_metrics(const json& record) {
-    append_line(metrics_, record, (fs::path(cfg_.train.output_dir) / "metrics.jsonl").string());
+  TrainerState state() const {
+    TrainerState s;
+    const data::Batcher::State bs = data_.batcher->state();
+    s.step = step_;
+    s.batcher_epoch = bs.epoch;
+    s.batcher_position = bs.position;
+    s.adam_step = adam_->step_count();
+    s.schedule_offset = sched_offset_;
+    s.lr = lr_;
+    s.best_metric = early_.metric();
+    s.best_value = early_.best();
+    s.bad_validations = early_.bad_validations();
+    if (loss_scaling_) s.loss_scale = {engine_->loss_scale(), engine_->clean_steps()};
+    s.elapsed_seconds = stop_.elapsed();
+    s.finished = done();
+    return s;
+  }
+
+  void save(bool is_best, TrainResult& result) {
+    last_saved_step_ = step_;
+    if (!main_) return;  // rank 0 writes; every rank holds the same state
+    CheckpointData d;
+    d.model = model_->named_parameters();
+    d.optimizer = adam_->state_tensors();
+    d.state = state();
+    d.config_yaml = to_yaml(cfg_);
+    if (data_.vocab.loaded()) d.spm_model = data_.vocab.serialized();
+    result.last_checkpoint = checkpoints_->manager().save(step_, d, is_best);
+    log_->info("saved checkpoint {}{}", result.last_checkpoint, is_best ? " (best)" : "");
+  }
+
+  // ---- the loop ----
+  TrainResult loop() {
+    TrainResult result;
+    const auto& t = cfg_.train;
+    // A resumed run may already have used its train.max_time; a signal received during set-up
+    // stays pending for the first step.
+    if (const int sig = stop_.agree_after_step(*comm_)) request_stop(sig);
+    if (done()) {
+      log_->info("already trained to step {} (train.max_steps = {}{}); nothing to do", step_,
+                 t.max_steps, stop_.time_up() ? ", train.max_time reached"
+                              : early_.stop() ? ", stopped early"
+                                              : "");
+      result.step = step_;
+      result.finished = true;
+      result.last_checkpoint = checkpoints_->manager().latest().value_or("");
+      return result;
+    }
+    stop_.start_clock();
+    const int64_t first_step = step_;
+    TrainWindow w;
+    while (!done()) {
+      w.add(train_step());
+      ++step_;
+      const int stop_signal = stop_.agree_after_step(*comm_);
+      log_.progress(step_, t.max_steps, w.tokens > 0 ? w.loss / w.tokens : 0.0);
+      if (t.check_replicas_every > 0 && step_ % t.check_replicas_every == 0)
+        dist::check_replicas_identical(*comm_, model_->named_parameters());
+      if (step_ % t.log_every == 0) log_window(w, first_step);
+      bool is_best = false;
+      bool end = done();
+      if (step_ % t.valid_every == 0 || end) {
+        is_best = validate(result);
+        end = done();  // early stopping is decided by the validation
+      }
+      if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
+      if (stop_signal != 0 && !end) {
+        if (last_saved_step_ != step_) save(false, result);
+        log_->info("stopped by signal {} at step {}; checkpoint saved; run the same command "
+                   "to resume", stop_signal, step_);
+        result.stop_signal = stop_signal;
+        break;
+      }
+    }
+    result.step = step_;
+    result.finished = done();
+    if (result.finished) finish(result);
+    return result;
+  }
+
+  bool done() const {
+    if (step_ >= cfg_.train.max_steps || early_.stop() || stop_.time_up()) return true;
+    return cfg_.train.max_epochs > 0 && data_.batcher->epoch() >= cfg_.train.max_epochs;
+  }
+
+  void finish(TrainResult& result) {
+    const auto& t = cfg_.train;
+    if (early_.stop()) {
+      log_->info("stopped early at step {}: valid {} did not improve in {} validations", step_,
+                 t.best_metric, t.patience);
+    } else if (stop_.time_up()) {
+      log_->info("stopped at step {}: train.max_time ({}) reached", step_, t.max_time);
+    } else {
+      log_->info("finished at step {}", step_);
+    }
+    if (t.average_last > 0 && main_) {
+      const auto& ckdir = checkpoints_->manager().dir();
+      const auto paths = last_checkpoints(ckdir, t.average_last);
+      const std::string out = (fs::path(ckdir) / "averaged").string();
+      average_checkpoints(paths, out);
+      log_->info("averaged the last {} checkpoints into {}", paths.size(), out);
+      result.averaged_checkpoint = out;
+    }
+  }
+
+  StepResult train_step() {
+    inject_fault(fault_, step_ + 1, comm_->rank());  // test only (ATTN_FAULT_INJECT)
+    model_->train();
+    // Dropout masks are a function of (seed, rank, step): nothing to checkpoint, and every
+    // rank draws different masks.
+    dropout_gen_.set_state(
+        cfg_.train.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull * (comm_->rank() + 1),
+        static_cast<uint64_t>(step_) << 32);
+    std::vector<data::Batch> batches;
+    for (int64_t k = 0; k < cfg_.train.update_freq; ++k) batches.push_back(data_.batcher->next());
+    lr_ = optim::learning_rate(sched_, step_ + 1 - sched_offset_);
+    if (dump_.is_open()) dump_step(batches);
+    StepResult r;
+    try {
+      r = engine_->step(batches, lr_);
+    } catch (const LossScaleError& e) {
+      throw LossScaleError(detail::str_cat("training stopped at step ", step_ + 1, ": ", e.what(),
+                                           "; the last good checkpoint is ",
+                                           checkpoints_->latest_or_none()));
+    }
+    if (r.skipped && !loss_scaling_) {
+      ATTN_FAIL("training diverged at step ", step_ + 1, ": the gradient norm is ", r.grad_norm,
+                "; the last good checkpoint is ", checkpoints_->latest_or_none(),
+                " (try a lower learning rate or train.clip_norm)");
+    }
+    if (r.skipped) {
+      log_.clear_progress();
+      log_->warn("step {}: gradient overflow at loss scale {}; step skipped, loss scale now {}",
+                 step_ + 1, r.loss_scale, engine_->loss_scale());
+    }
+    return r;
   }
 
   // One --dump-batches line: the step's padded batches as nested lists, and its lr.
@@ -385,193 +330,11 @@ class Trainer {
                     {"tgt_in", rows(b.tgt_in)},
                     {"tgt_out", rows(b.tgt_out)}});
     }
-    append_line(dump_, json{{"step", step_ + 1}, {"lr", lr_}, {"batches", std::move(bs)}},
-                flags_.dump_batches);
+    append_json_line(dump_, json{{"step", step_ + 1}, {"lr", lr_}, {"batches", std::move(bs)}},
+                     flags_.dump_batches);
   }
 
-  void restore(const LoadedCheckpoint& ck) {
-    try {
-      model_->load_parameters(ck.model);
-      const TrainerState& s = ck.state;
-      step_ = s.step;
-      batcher_->restore({s.batcher_epoch, s.batcher_position});
-      if (s.best_metric == cfg_.train.best_metric && s.best_value) {
-        best_value_ = s.best_value;
-        bad_validations_ = s.bad_validations;
-      } else if (s.best_value) {
-        log_->info("train.best_metric changed from {} to {}: the best score starts afresh",
-                   s.best_metric, cfg_.train.best_metric);
-      }
-      elapsed_before_ = s.elapsed_seconds;
-      if (flags_.reset_optimizer) {
-        sched_offset_ = step_;
-        log_->info(
-            "--reset-optimizer: Adam state and the learning-rate schedule restart at "
-            "step {}",
-            step_);
-      } else {
-        adam_->load_state(ck.optimizer, s.adam_step);
-        if (loss_scaling_ && s.loss_scale)
-          engine_->set_loss_scale(s.loss_scale->scale, s.loss_scale->clean_steps);
-        sched_offset_ = s.schedule_offset;
-      }
-    } catch (const Error& e) {
-      ATTN_FAIL("cannot resume from ", ck.path, ": ", e.what());
-    }
-    last_saved_step_ = step_;
-  }
-
-  void write_resolved_config() {
-    write_file((fs::path(cfg_.train.output_dir) / "config.yaml").string(), to_yaml(cfg_),
-               "resolved config", {.atomic = true, .sync = true});
-  }
-
-  // ---- the loop ----
-  TrainResult loop() {
-    TrainResult result;
-    const auto& t = cfg_.train;
-    // A resumed run may already have used its train.max_time; a signal received during
-    // set-up stays pending for the first step.
-    if (const int sig = agree_after_step()) g_stop_signal.store(sig);
-    if (done()) {
-      log_->info("already trained to step {} (train.max_steps = {}{}); nothing to do", step_,
-                 t.max_steps, time_up() ? ", train.max_time reached" : "");
-      result.step = step_;
-      result.finished = true;
-      result.last_checkpoint = checkpoints_->latest().value_or("");
-      return result;
-    }
-    run_start_ = Clock::now();
-    const int64_t first_step = step_;
-    Window w;
-    while (!done()) {
-      train_step(w);
-      ++step_;
-      const int stop_signal = agree_after_step();
-      if (progress_) {
-        // A one-line live display between log lines, erased before anything is logged.
-        std::fprintf(stderr, "\r\033[Kstep %lld/%lld | loss %.4f", static_cast<long long>(step_),
-                     static_cast<long long>(t.max_steps), w.tokens > 0 ? w.loss / w.tokens : 0.0);
-        std::fflush(stderr);
-      }
-      if (t.check_replicas_every > 0 && step_ % t.check_replicas_every == 0)
-        dist::check_replicas_identical(*comm_, model_->named_parameters());
-      if (step_ % t.log_every == 0) {
-        clear_progress();
-        log_window(w, first_step);
-      }
-      bool is_best = false;
-      bool end = done();
-      if (step_ % t.valid_every == 0 || end) {
-        clear_progress();
-        is_best = validate(result);
-        end = done();  // early stopping is decided by the validation
-      }
-      if (step_ % t.save_every == 0 || end || is_best) save(is_best, result);
-      if (const int sig = stop_signal; sig != 0 && !end) {
-        if (last_saved_step_ != step_) save(false, result);
-        log_->info(
-            "stopped by signal {} at step {}; checkpoint saved; run the same command "
-            "to resume",
-            sig, step_);
-        result.stop_signal = sig;
-        break;
-      }
-    }
-    result.step = step_;
-    result.finished = done();
-    if (result.finished) {
-      if (early_stopped_) {
-        log_->info("stopped early at step {}: valid {} did not improve in {} validations", step_,
-                   t.best_metric, t.patience);
-      } else if (time_up()) {
-        log_->info("stopped at step {}: train.max_time ({}) reached", step_, t.max_time);
-      } else {
-        log_->info("finished at step {}", step_);
-      }
-      if (t.average_last > 0 && main_) average_last(result);
-    }
-    return result;
-  }
-
-  void average_last(TrainResult& result) {
-    const auto paths = last_checkpoints(checkpoints_->dir(), cfg_.train.average_last);
-    const std::string out = (fs::path(checkpoints_->dir()) / "averaged").string();
-    average_checkpoints(paths, out);
-    log_->info("averaged the last {} checkpoints into {}", paths.size(), out);
-    result.averaged_checkpoint = out;
-  }
-
-  double elapsed_total() const { return elapsed_before_ + seconds_since(run_start_); }
-  bool time_up() const { return time_up_; }
-
-  // After each step, in one host all-reduce, the ranks agree on whether train.max_time is up
-  // (rank 0's clock decides) and on a stop signal any of them received, so that all stop at
-  // the same step. Returns the signal (0 if none).
-  int agree_after_step() {
-    int sig = g_stop_signal.exchange(0);
-    bool up = max_time_s_ > 0 && elapsed_total() >= max_time_s_;
-    if (comm_->world_size() > 1) {
-      const auto r = comm_->all_reduce_host(
-          {static_cast<double>(sig), sig ? 1.0 : 0.0, comm_->rank() == 0 && up ? 1.0 : 0.0});
-      if (r[1] > 0 && sig == 0) sig = static_cast<int>(r[0] / r[1]);
-      up = r[2] > 0;
-    }
-    time_up_ = up;
-    return sig;
-  }
-
-  void clear_progress() {
-    if (progress_) std::fprintf(stderr, "\r\033[K");
-  }
-
-  bool done() const {
-    if (step_ >= cfg_.train.max_steps || early_stopped_ || time_up()) return true;
-    return cfg_.train.max_epochs > 0 && batcher_->epoch() >= cfg_.train.max_epochs;
-  }
-
-  void train_step(Window& w) {
-    inject_fault(fault_, step_ + 1, comm_->rank());  // test only (ATTN_FAULT_INJECT)
-    model_->train();
-    // Dropout masks are a function of (seed, rank, step): nothing to checkpoint, and every
-    // rank draws different masks.
-    dropout_gen_.set_state(
-        cfg_.train.seed * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull * (comm_->rank() + 1),
-        static_cast<uint64_t>(step_) << 32);
-    std::vector<data::Batch> batches;
-    for (int64_t k = 0; k < cfg_.train.update_freq; ++k) batches.push_back(batcher_->next());
-    lr_ = optim::learning_rate(sched_, step_ + 1 - sched_offset_);
-    if (dump_.is_open()) dump_step(batches);
-    StepResult r;
-    try {
-      r = engine_->step(batches, lr_);
-    } catch (const LossScaleError& e) {
-      throw LossScaleError(detail::str_cat("training stopped at step ", step_ + 1, ": ", e.what(),
-                                           "; the last good checkpoint is ",
-                                           checkpoints_->latest().value_or("(none)")));
-    }
-    if (r.skipped && !loss_scaling_) {
-      ATTN_FAIL("training diverged at step ", step_ + 1, ": the gradient norm is ", r.grad_norm,
-                "; the last good checkpoint is ", checkpoints_->latest().value_or("(none)"),
-                " (try a lower learning rate or train.clip_norm)");
-    }
-    if (r.skipped) {
-      clear_progress();
-      log_->warn("step {}: gradient overflow at loss scale {}; step skipped, loss scale now {}",
-                 step_ + 1, r.loss_scale, engine_->loss_scale());
-      w.skipped++;
-    } else {
-      w.gnorm += r.grad_norm;
-      w.steps++;
-    }
-    w.loss += r.loss;
-    w.nll += r.nll;
-    w.correct += r.correct;
-    w.tokens += r.tokens;
-  }
-
-  void log_window(Window& w, int64_t first_step) {
-    const auto& t = cfg_.train;
+  void log_window(TrainWindow& w, int64_t first_step) {
     if (comm_->world_size() > 1) {
       const auto r = comm_->all_reduce_host({w.loss, w.nll, w.correct, w.tokens});
       w.loss = r[0];
@@ -579,166 +342,67 @@ class Trainer {
       w.correct = r[2];
       w.tokens = r[3];
     }
-    const double secs = seconds_since(w.start);
-    const double run_secs = seconds_since(run_start_);
-    const double per_step = run_secs / static_cast<double>(step_ - first_step);
+    const auto& t = cfg_.train;
+    const double per_step = stop_.run_seconds() / static_cast<double>(step_ - first_step);
     double eta = per_step * static_cast<double>(t.max_steps - step_);
-    if (max_time_s_ > 0) eta = std::min(eta, max_time_s_ - elapsed_total());
-    const double loss = w.loss / w.tokens, nll = w.nll / w.tokens;
-    const double ppl = std::exp(nll), acc = w.correct / w.tokens;
-    const double gnorm = w.steps > 0 ? w.gnorm / static_cast<double>(w.steps) : 0.0;
-    const double tok_s = w.tokens / secs;
-    log_->info(
-        "step {}/{} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}% | lr {:.3e} | "
-        "gnorm {:.3f} | {:.0f} tgt tok/s | epoch {} | elapsed {} | ETA {}",
-        step_, t.max_steps, loss, nll, ppl, 100 * acc, lr_, gnorm, tok_s, batcher_->epoch() + 1,
-        format_duration(elapsed_before_ + run_secs), format_duration(eta));
-    if (main_)
-      append_metrics(json{{"type", "train"},
-                          {"step", step_},
-                          {"loss", loss},
-                          {"nll", nll},
-                          {"ppl", ppl},
-                          {"accuracy", acc},
-                          {"lr", lr_},
-                          {"gnorm", gnorm},
-                          {"tgt_tokens_per_s", tok_s},
-                          {"epoch", batcher_->epoch()},
-                          {"elapsed_s", elapsed_before_ + run_secs}});
-    w = Window();
+    if (stop_.max_time() > 0) eta = std::min(eta, stop_.max_time() - stop_.elapsed());
+    log_.train_line(w, {.step = step_,
+                        .max_steps = t.max_steps,
+                        .lr = lr_,
+                        .epoch = data_.batcher->epoch(),
+                        .elapsed_s = stop_.elapsed(),
+                        .eta_s = eta});
+    w = TrainWindow();
   }
 
   // Returns true when this validation is the best so far.
   bool validate(TrainResult& result) {
-    double loss = 0, nll = 0, tokens = 0, correct = 0;
-    {
-      NoGradGuard no_grad;
-      nn::EvalModeGuard eval(*model_);
-      for (const data::Batch& b : valid_batches_) {
-        Tensor logits =
-            model_->forward(b.src.to(device_), b.src_lengths.to(device_), b.tgt_in.to(device_));
-        CrossEntropyResult ce =
-            cross_entropy(reshape(logits, {-1, vocab_size_}), b.tgt_out.to(device_).view({-1}),
-                          cfg_.train.label_smoothing, data::kPadId);
-        loss += ce.loss.item();
-        nll += ce.nll.item();
-        correct += ce.ncorrect.item();
-        tokens += static_cast<double>(b.tgt_tokens);
-      }
-    }
-    if (tokens == 0) return false;
-    const double vl = loss / tokens, vnll = nll / tokens, acc = correct / tokens;
-    json record = {{"type", "valid"}, {"step", step_},         {"loss", vl},
-                   {"nll", vnll},     {"ppl", std::exp(vnll)}, {"accuracy", acc}};
-    std::string extra;
-    std::optional<double> bleu;
-    const auto& metrics = cfg_.train.valid_metrics;
-    if (std::find(metrics.begin(), metrics.end(), "bleu") != metrics.end()) {
-      bleu = valid_bleu();
-      record["bleu"] = *bleu;
-      extra = fmt::format(" | bleu {:.2f}", *bleu);
-    }
-    const bool by_bleu = cfg_.train.best_metric == "bleu";
-    const double value = by_bleu ? *bleu : vl;
-    const bool best = !best_value_ || (by_bleu ? value > *best_value_ : value < *best_value_);
-    if (best) {
-      best_value_ = value;
-      bad_validations_ = 0;
-    } else if (++bad_validations_ >= cfg_.train.patience && cfg_.train.patience > 0) {
-      early_stopped_ = true;
-    }
+    log_.clear_progress();
+    const ValidationSet set{&data_.valid_batches, &data_.valid, &data_.vocab, data_.vocab_size};
+    const ValidScores v = validate_model(*model_, device_, set, cfg_);
+    if (v.tokens == 0) return false;
+    const bool best = early_.update(cfg_.train.best_metric == "bleu" ? *v.bleu : v.loss);
+    json record = {{"type", "valid"}, {"step", step_},           {"loss", v.loss},
+                   {"nll", v.nll},    {"ppl", std::exp(v.nll)},  {"accuracy", v.accuracy}};
+    if (v.bleu) record["bleu"] = *v.bleu;
     record["best"] = best;
     log_->info("valid at step {} | loss {:.4f} | nll {:.4f} | ppl {:.2f} | acc {:.2f}%{}{}", step_,
-               vl, vnll, std::exp(vnll), 100 * acc, extra, best ? " | best" : "");
-    if (main_) append_metrics(record);
-    result.last_valid_loss = vl;
-    result.last_valid_accuracy = acc;
-    if (bleu) result.last_valid_bleu = *bleu;
+               v.loss, v.nll, std::exp(v.nll), 100 * v.accuracy,
+               v.bleu ? fmt::format(" | bleu {:.2f}", *v.bleu) : std::string(),
+               best ? " | best" : "");
+    log_.record(record);
+    result.last_valid_loss = v.loss;
+    result.last_valid_accuracy = v.accuracy;
+    if (v.bleu) result.last_valid_bleu = *v.bleu;
     return best;
   }
 
-  // BLEU (sacreBLEU-identical) of beam search with train.valid_beam over the validation set.
-  // Both sides are detokenized from ids (SentencePiece decoding is lossless for ordinary
-  // text); synthetic tasks score space-joined ids.
-  double valid_bleu() {
-    NoGradGuard no_grad;
-    decode::BeamOptions bo;
-    bo.beam = cfg_.train.valid_beam;
-    bo.alpha = cfg_.decode.alpha;
-    bo.max_len_a = cfg_.decode.max_len_a;
-    bo.max_len_b = cfg_.decode.max_len_b;
-    auto text = [&](std::span<const int32_t> ids) { return data::detokenize(vocab_, ids); };
-    std::vector<std::string> hyps, refs;
-    for (const data::Batch& b : valid_batches_) {
-      const auto results = decode::beam_search(*model_, b.src.to(device_), b.src_lengths.to(device_), bo);
-      for (size_t i = 0; i < results.size(); ++i) {
-        hyps.push_back(text(results[i][0].tokens));
-        refs.push_back(text(valid_data_.tgt(b.indices[i])));
-      }
-    }
-    return eval::corpus_bleu(hyps, {refs}).score;
-  }
-
-  void save(bool is_best, TrainResult& result) {
-    last_saved_step_ = step_;
-    if (!main_) return;  // rank 0 writes; every rank holds the same state
-    CheckpointData d;
-    d.model = model_->named_parameters();
-    d.optimizer = adam_->state_tensors();
-    const data::Batcher::State bs = batcher_->state();
-    TrainerState& s = d.state;
-    s.step = step_;
-    s.batcher_epoch = bs.epoch;
-    s.batcher_position = bs.position;
-    s.adam_step = adam_->step_count();
-    s.schedule_offset = sched_offset_;
-    s.lr = lr_;
-    s.best_metric = cfg_.train.best_metric;
-    s.best_value = best_value_;
-    s.bad_validations = bad_validations_;
-    if (loss_scaling_) s.loss_scale = {engine_->loss_scale(), engine_->clean_steps()};
-    s.elapsed_seconds = elapsed_before_ + seconds_since(run_start_);
-    s.finished = done();
-    d.config_yaml = to_yaml(cfg_);
-    if (vocab_.loaded()) d.spm_model = vocab_.serialized();
-    result.last_checkpoint = checkpoints_->save(step_, d, is_best);
-    log_->info("saved checkpoint {}{}", result.last_checkpoint, is_best ? " (best)" : "");
-  }
-
-  Config cfg_;
-  TrainFlags flags_;
-  dist::LaunchInfo launch_;
-  bool main_ = true;  // rank 0: logs, metrics, checkpoints
-  std::unique_ptr<dist::Communicator> comm_;
-  bool time_up_ = false;
-  const bool progress_ = ::isatty(STDERR_FILENO) == 1;
-  std::shared_ptr<spdlog::logger> log_;
-  std::ofstream metrics_;
-  std::ofstream dump_;  // --dump-batches
-  std::unique_ptr<CheckpointManager> checkpoints_;
+  // Set in the constructor, in this order.
+  const Config cfg_;
+  const TrainFlags flags_;
+  const dist::LaunchInfo launch_;
+  const bool main_;  // rank 0: logs, metrics, checkpoints
+  RunLog log_;
+  StopControl stop_;
+  EarlyStopping early_;
+  const FaultInjection fault_ = fault_injection_from_env();
+  // Set up by set_up().
   Device device_;
-  data::Vocab vocab_;
-  int64_t vocab_size_ = 0;
-  data::Dataset train_data_, valid_data_;
-  std::unique_ptr<data::Batcher> batcher_;
-  std::vector<data::Batch> valid_batches_;
+  std::unique_ptr<dist::Communicator> comm_;
+  std::unique_ptr<RunCheckpoints> checkpoints_;
+  TrainingData data_;
   std::unique_ptr<nn::Transformer> model_;
   Generator dropout_gen_;
   std::unique_ptr<optim::Adam> adam_;
   std::unique_ptr<StepEngine> engine_;
   bool loss_scaling_ = false;
   optim::ScheduleOptions sched_;
+  std::ofstream dump_;  // --dump-batches
+  // The loop's position.
   int64_t sched_offset_ = 0;
   int64_t step_ = 0;
   int64_t last_saved_step_ = -1;
   double lr_ = 0;
-  std::optional<double> best_value_;  // of train.best_metric
-  int64_t bad_validations_ = 0;       // validations since the best one
-  bool early_stopped_ = false;
-  double max_time_s_ = parse_duration(cfg_.train.max_time, "train.max_time");
-  const FaultInjection fault_ = fault_injection_from_env();
-  double elapsed_before_ = 0;
-  Clock::time_point run_start_ = Clock::now();
 };
 
 }  // namespace
@@ -747,18 +411,6 @@ TrainResult train(const Config& config, const TrainFlags& flags) {
   validate(config);
   Trainer trainer(config, flags);
   return trainer.run();
-}
-
-void install_stop_signal_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
-
-void request_stop(int signal_number) {
-  g_stop_signal.store(signal_number);
 }
 
 }  // namespace attn::train
