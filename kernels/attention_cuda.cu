@@ -64,6 +64,10 @@ constexpr int kThreads = 128;  // every kernel here runs 4 warps per block
 constexpr unsigned kFull = 0xffffffffu;
 
 using cuda_common::DeviceType;  // attn::bf16 -> __nv_bfloat16, attn::f16 -> __half
+using cuda_common::from_f;      // float -> float, __half, __nv_bfloat16 (round to nearest even)
+using cuda_common::to_f;
+using cuda_common::warp_max;    // butterfly: every lane ends with the result
+using cuda_common::warp_sum;
 
 // ==== PTX primitives (begin) ====
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -127,21 +131,6 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <class T>
-__device__ __forceinline__ T from_f(float x) {
-  if constexpr (std::is_same_v<T, __half>) {
-    return __float2half_rn(x);
-  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    return __float2bfloat16_rn(x);
-  } else {
-    return x;
-  }
-}
-
 // Two values as one 32-bit operand register, `lo` in the low half (the lower column index).
 template <class T>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
@@ -154,18 +143,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     memcpy(&r, &h, 4);
   }
   return r;
-}
-
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(kFull, x, o));
-  return x;
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(kFull, x, o);
-  return x;
 }
 
 template <class T>

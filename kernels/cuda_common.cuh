@@ -294,20 +294,35 @@ void with_geometry(int64_t cols, F&& f) {
   detail::with_warp_items<VEC, kMaxItems, 1>(ceil_div(cols, 32 * VEC), cols, f);
 }
 
-// Forward-style launch (rows > 0): the loop kernel, loop(grid), for cols > kBlockMaxCols; else
-// held(Int<VEC>, Int<ITEMS>, Bool<kWarpRow>, grid, threads), vectorised (VEC = 16 / sizeof(T))
-// when `vec` (every pointer 16-byte aligned) and cols % VEC == 0, else VEC = 1.
+// Most blocks of a grid (grids stride over rows): for the warp-per-row kernels and for the
+// block-per-row and loop kernels. A backward that keeps one partial sum per block caps both.
+struct GridCaps {
+  int64_t warp_rows = kMaxGrid;
+  int64_t block_rows = kMaxGrid;
+};
+
+// Blocks of the grid launch() picks for (rows, cols) under `caps` (rows > 0): what a caller
+// sizes per-block scratch by.
+inline int grid_for(int64_t rows, int64_t cols, GridCaps caps = {}) {
+  if (cols <= kWarpMaxCols) return grid_blocks(rows, kWarpRowsPerBlock, caps.warp_rows);
+  return grid_blocks(rows, 1, caps.block_rows);
+}
+
+// Launch of a row kernel (rows > 0): the loop kernel, loop(grid), for cols > kBlockMaxCols;
+// else held(Int<VEC>, Int<ITEMS>, Bool<kWarpRow>, grid, threads), vectorised
+// (VEC = 16 / sizeof(T)) when `vec` (every pointer 16-byte aligned) and cols % VEC == 0, else
+// VEC = 1. grid is grid_for(rows, cols, caps).
 template <class T, class Held, class Loop>
-void launch(int64_t rows, int64_t cols, bool vec, Held&& held, Loop&& loop) {
+void launch(int64_t rows, int64_t cols, bool vec, Held&& held, Loop&& loop, GridCaps caps = {}) {
+  const int grid = grid_for(rows, cols, caps);
   if (cols > kBlockMaxCols) {
-    loop(grid_blocks(rows, 1, kMaxGrid));
+    loop(grid);
     return;
   }
   auto launch_held = [&](auto v, auto items, auto warp_row) {
     constexpr bool W = decltype(warp_row)::value;
     const int threads = W ? 32 * kWarpRowsPerBlock : block_threads(cols);
-    const int64_t rows_per_block = W ? kWarpRowsPerBlock : 1;
-    held(v, items, warp_row, grid_blocks(rows, rows_per_block, kMaxGrid), threads);
+    held(v, items, warp_row, grid, threads);
   };
   constexpr int kVec = 16 / sizeof(T);
   if (vec && cols % kVec == 0) {

@@ -359,12 +359,9 @@ __global__ void __launch_bounds__(kParamTileCols* kParamTileSlices)
 
 // ---- launch helpers -----------------------------------------------------------------------
 
-// Blocks of the backward grid = rows of the partial-sum scratch (a function of rows, cols);
-// rows > 0.
-int backward_blocks(int64_t rows, int64_t cols) {
-  if (cols <= kWarpMaxCols) return grid_blocks(rows, kWarpRowsPerBlock, kMaxPartialBlocksWarp);
-  return grid_blocks(rows, 1, kMaxPartialBlocksBlock);
-}
+// The backward's grid: one row of partial sums (dgamma, dbeta) per block, so the grid is
+// capped; blocks = rows of the partial-sum scratch.
+constexpr held_row::GridCaps kBackwardCaps{kMaxPartialBlocksWarp, kMaxPartialBlocksBlock};
 
 void check_sizes(const char* op, int64_t rows, int64_t cols) {
   // 2 * cols indexes the partial rows as int.
@@ -403,7 +400,7 @@ void layer_norm_forward_cuda(const T* x, const T* residual, const T* gamma, cons
 
 int64_t layer_norm_backward_cuda_workspace(int64_t rows, int64_t cols) {
   check_sizes("layer_norm_backward_cuda", rows, cols);
-  return rows == 0 ? 0 : static_cast<int64_t>(backward_blocks(rows, cols)) * 2 * cols;
+  return rows == 0 ? 0 : static_cast<int64_t>(held_row::grid_for(rows, cols, kBackwardCaps)) * 2 * cols;
 }
 
 template <class T>
@@ -413,30 +410,26 @@ void layer_norm_backward_cuda(const T* dy, const T* x, const T* residual, const 
   check_sizes("layer_norm_backward_cuda", rows, cols);
   if (rows == 0) return;  // nothing to write; dgamma/dbeta += 0
   const int icols = static_cast<int>(cols);
-  const int blocks = backward_blocks(rows, cols);
-  if (cols > kBlockMaxCols) {
-    layer_norm_backward_loop_kernel<T><<<blocks, kLoopThreads, 0, stream>>>(
-        dy, x, residual, gamma, mean, rstd, rows, icols, dx, workspace);
-    ATTN_CUDA_LAUNCH_CHECK();
-  } else {
-    auto launch = [&](auto vec, auto items, auto warp_row) {
-      constexpr int V = decltype(vec)::value, I = decltype(items)::value;
-      constexpr bool W = decltype(warp_row)::value;
-      const int threads = W ? 32 * kWarpRowsPerBlock : block_threads(cols);
-      const size_t smem = W ? 2 * static_cast<size_t>(cols) * sizeof(float) : 0;
-      layer_norm_backward_kernel<T, V, I, W><<<blocks, threads, smem, stream>>>(
-          dy, x, residual, gamma, mean, rstd, rows, icols, dx, workspace);
-      ATTN_CUDA_LAUNCH_CHECK();
-    };
-    constexpr int kVec = 16 / sizeof(T);
-    const bool vec = cols % kVec == 0 && aligned16(dy) && aligned16(x) && aligned16(residual) &&
-                     aligned16(gamma) && aligned16(dx);
-    if (vec) {
-      held_row::with_geometry<kVec>(cols, launch);
-    } else {
-      held_row::with_geometry<1>(cols, launch);
-    }
-  }
+  const int blocks = held_row::grid_for(rows, cols, kBackwardCaps);
+  // aligned16(nullptr) holds, so a missing residual does not stop vectorisation.
+  const bool vec = aligned16(dy) && aligned16(x) && aligned16(residual) && aligned16(gamma) &&
+                   aligned16(dx);
+  held_row::launch<T>(
+      rows, cols, vec,
+      [&](auto v, auto items, auto warp_row, int grid, int threads) {
+        constexpr int V = decltype(v)::value, I = decltype(items)::value;
+        constexpr bool W = decltype(warp_row)::value;
+        const size_t smem = W ? 2 * static_cast<size_t>(cols) * sizeof(float) : 0;
+        layer_norm_backward_kernel<T, V, I, W><<<grid, threads, smem, stream>>>(
+            dy, x, residual, gamma, mean, rstd, rows, icols, dx, workspace);
+        ATTN_CUDA_LAUNCH_CHECK();
+      },
+      [&](int grid) {
+        layer_norm_backward_loop_kernel<T><<<grid, kLoopThreads, 0, stream>>>(
+            dy, x, residual, gamma, mean, rstd, rows, icols, dx, workspace);
+        ATTN_CUDA_LAUNCH_CHECK();
+      },
+      kBackwardCaps);
   const int width = 2 * icols;
   const dim3 block(kParamTileCols, kParamTileSlices);
   const int grid = static_cast<int>(ceil_div(width, kParamTileCols));

@@ -1,5 +1,6 @@
 #include "ops/layer_norm.h"
 
+#include <initializer_list>
 #include <utility>
 
 #include "core/cuda_backend.h"
@@ -21,13 +22,17 @@ DType stat_dtype(const Tensor& x) {
   return x.dtype() == kF64 ? kF64 : kF32;
 }
 
-void check_inputs(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta,
+using Named = std::pair<const char*, const Tensor*>;
+
+// What forward and backward both need: x float with a non-empty last dimension, each
+// parameter ([cols], x's dtype and device) and the optional residual (x's shape).
+void check_inputs(const char* op, const Tensor& x, std::initializer_list<Named> params,
                   const Tensor& residual) {
   check_float(op, "x", x);
   ATTN_CHECK(x.dim() >= 1 && x.size(-1) > 0, op,
              ": x needs a non-empty last dimension to normalise over, got shape ", x.shape());
   const int64_t cols = x.size(-1);
-  for (auto [name, p] : {std::pair<const char*, const Tensor*>{"gamma", &gamma}, {"beta", &beta}}) {
+  for (auto [name, p] : params) {
     check_defined(op, name, *p);
     ATTN_CHECK(p->dim() == 1 && p->size(0) == cols, op, ": ", name, " has shape ", p->shape(),
                " but x has shape ", x.shape(), " (expected [", cols, "])");
@@ -44,7 +49,7 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& gamma, const Te
 LayerNormOutput layer_norm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                    double eps, const Tensor& residual) {
   const char* op = "layer_norm";
-  check_inputs(op, x, gamma, beta, residual);
+  check_inputs(op, x, {{"gamma", &gamma}, {"beta", &beta}}, residual);
   ATTN_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
   const int64_t cols = x.size(-1);
   const int64_t rows = x.numel() / cols;
@@ -74,22 +79,12 @@ LayerNormOutput layer_norm_forward(const Tensor& x, const Tensor& gamma, const T
 LayerNormGrads layer_norm_backward(const Tensor& dy, const Tensor& x, const Tensor& residual,
                                    const Tensor& gamma, const Tensor& mean, const Tensor& rstd) {
   const char* op = "layer_norm_backward";
-  check_float(op, "x", x);
+  check_inputs(op, x, {{"gamma", &gamma}}, residual);
   check_same_shape(op, "dy", dy, "x", x);
   check_like(op, "x", x, "dy", dy);
-  ATTN_CHECK(x.dim() >= 1 && x.size(-1) > 0, op, ": x needs a non-empty last dimension, got shape ",
-             x.shape());
   const int64_t cols = x.size(-1);
   const int64_t rows = x.numel() / cols;
-  check_defined(op, "gamma", gamma);
-  ATTN_CHECK(gamma.dim() == 1 && gamma.size(0) == cols, op, ": gamma has shape ", gamma.shape(),
-             " but x has shape ", x.shape());
-  check_like(op, "x", x, "gamma", gamma);
-  if (residual.defined()) {
-    check_same_shape(op, "x", x, "residual", residual);
-    check_like(op, "x", x, "residual", residual);
-  }
-  for (auto [name, s] : {std::pair<const char*, const Tensor*>{"mean", &mean}, {"rstd", &rstd}}) {
+  for (auto [name, s] : {Named{"mean", &mean}, {"rstd", &rstd}}) {
     check_defined(op, name, *s);
     ATTN_CHECK(s->shape() == row_shape(x), op, ": ", name, " has shape ", s->shape(),
                " but x has shape ", x.shape());
