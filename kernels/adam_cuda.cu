@@ -40,7 +40,7 @@
 #include <mutex>
 #include <vector>
 
-#include "core/cuda_check.h"
+#include "base/cuda_check.h"
 #include "kernels/adam.h"
 #include "kernels/cuda_common.cuh"
 

@@ -50,7 +50,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "core/cuda_check.h"
+#include "base/cuda_check.h"
 #include "kernels/attention.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/philox.h"

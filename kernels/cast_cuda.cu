@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "core/cuda_check.h"
+#include "base/cuda_check.h"
 #include "kernels/cast.h"
 #include "kernels/cuda_common.cuh"
 

@@ -28,8 +28,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "core/cuda_check.h"
-#include "core/error.h"
+#include "base/cuda_check.h"
+#include "base/error.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_common.cuh"
 

@@ -17,7 +17,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "kernels/types.h"
 
 namespace attn::kernels::cuda_common {

@@ -31,8 +31,8 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <type_traits>
 
-#include "core/cuda_check.h"
-#include "core/error.h"
+#include "base/cuda_check.h"
+#include "base/error.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/embedding.h"
 

@@ -5,11 +5,26 @@
 // so it may hold garbage).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/types.h"
 
+struct cublasLtContext;
+
 namespace attn::kernels {
+
+// What a cuBLASLt GEMM runs with, given by the caller (core's cuda::gemm_context(device), which
+// also makes `device` current): the device, its stream, the cuBLASLt handle, a workspace that
+// only this stream uses (nullptr: none), and whether f32 GEMMs may use TF32 tensor cores.
+struct GemmContext {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasLtContext* blaslt = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  bool allow_tf32 = false;
+};
 
 struct GemmShape {
   int64_t m, n, k;      // op(A) is m x k, op(B) is k x n, C is m x n
@@ -29,11 +44,10 @@ void gemm_cpu(const GemmShape& s, double alpha, const T* a, const T* b, double b
 const char* gemm_cpu_library();
 
 // CUDA through cuBLASLt, for T in float, bf16, f16, always accumulating in fp32 (float uses
-// TF32 tensor cores when cuda::set_allow_tf32(true)). Runs with the context (cuBLASLt handle,
-// workspace) of the current device, which cuda::stream(i) selects: pass that stream.
+// TF32 tensor cores when ctx.allow_tf32), on ctx's stream.
 template <class T>
 void gemm_cuda(const GemmShape& s, double alpha, const T* a, const T* b, double beta, T* c,
-               cudaStream_t stream);
+               const GemmContext& ctx);
 
 // One GEMM (batch 1) with the Linear layer's epilogue, fused by cuBLASLt:
 //   C = act(op(A) @ op(B) + bias)
@@ -42,7 +56,7 @@ void gemm_cuda(const GemmShape& s, double alpha, const T* a, const T* b, double 
 // epilogue; the caller then adds the bias itself.
 template <class T>
 bool gemm_bias_cuda(const GemmShape& s, const T* a, const T* b, const T* bias, bool relu, T* c,
-                    cudaStream_t stream);
+                    const GemmContext& ctx);
 
 // One GEMM (batch 1), C = op(A) @ op(B) (written, beta 0), that also writes
 //   bias_grad[i] = sum_k op(A)[i, k]   (length m)
@@ -51,7 +65,7 @@ bool gemm_bias_cuda(const GemmShape& s, const T* a, const T* b, const T* bias, b
 // false, having done nothing, when cuBLASLt has no kernel for it.
 template <class T>
 bool gemm_bias_grad_cuda(const GemmShape& s, const T* a, const T* b, T* c, T* bias_grad,
-                         cudaStream_t stream);
+                         const GemmContext& ctx);
 
 // Cached cuBLASLt plans (all devices): a shape seen before asks no heuristic again.
 int64_t gemm_cuda_plan_count();

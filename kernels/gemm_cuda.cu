@@ -19,8 +19,8 @@
 // (narrow0, slices) can start anywhere, so the alignment of each pointer (and of its batch
 // stride in bytes) is passed as a preference and is part of the plan's key.
 //
-// Workspace: the device context's 32 MiB, only on the device's own stream (cuda::stream(i));
-// a GEMM on any other stream runs without workspace so two streams never share it.
+// Workspace: the caller's (GemmContext: core gives the device context's 32 MiB with the
+// device's own stream); none when ctx.workspace is null, so two streams never share one.
 //
 // Accumulation: fp32 throughout; for bf16/f16 outputs split-k partial sums are kept in fp32
 // too (reduction scheme COMPUTE_TYPE), not rounded to the output type between parts.
@@ -42,8 +42,7 @@
 #include <type_traits>
 #include <unordered_map>
 
-#include "core/cuda_backend.h"
-#include "core/cuda_check.h"
+#include "base/cuda_check.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/gemm.h"
 
@@ -312,16 +311,15 @@ Plan make_plan(const PlanKey& key, cublasLtHandle_t handle, size_t max_workspace
 // algorithm for it (nothing was enqueued).
 template <class T>
 bool run(const GemmShape& s, float alpha, const T* a, const T* b, float beta, T* c,
-         Epilogue epi, const void* epilogue_ptr, cudaStream_t stream) {
+         Epilogue epi, const void* epilogue_ptr, const GemmContext& ctx) {
   ATTN_CHECK(s.batch <= INT32_MAX, "gemm: batch of ", s.batch, " exceeds cuBLASLt's limit");
-  int device = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  const cuda::DeviceContext& ctx = cuda::context(device);
-  const bool use_workspace = stream == ctx.stream;
+  ATTN_CHECK(ctx.blaslt != nullptr, "gemm: no cuBLASLt handle in the GemmContext");
+  const int device = ctx.device;
+  const bool use_workspace = ctx.workspace != nullptr && ctx.workspace_bytes > 0;
 
   int compute = CUBLAS_COMPUTE_32F;
   if constexpr (std::is_same_v<T, float>) {
-    if (cuda::allow_tf32()) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+    if (ctx.allow_tf32) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
   }
   const bool batched = s.batch > 1;
   PlanKey key{};
@@ -359,7 +357,7 @@ bool run(const GemmShape& s, float alpha, const T* a, const T* b, float beta, T*
   }
   CUBLAS_CHECK(cublasLtMatmul(ctx.blaslt, p.op, &alpha, b, p.lt_a, a, p.lt_b, &beta, c, p.lt_c,
                               c, p.lt_c, &p.algo, use_workspace ? ctx.workspace : nullptr,
-                              use_workspace ? p.workspace_bytes : 0, stream));
+                              use_workspace ? p.workspace_bytes : 0, ctx.stream));
   return true;
 }
 
@@ -374,47 +372,47 @@ void check_shape(const char* fn, const GemmShape& s) {
 
 template <class T>
 void gemm_cuda(const GemmShape& s, double alpha, const T* a, const T* b, double beta, T* c,
-               cudaStream_t stream) {
+               const GemmContext& ctx) {
   check_shape("gemm", s);
   if (s.m == 0 || s.n == 0 || s.batch == 0) return;
   if (s.k == 0) {
-    empty_sum(s, beta, c, stream);
+    empty_sum(s, beta, c, ctx.stream);
     return;
   }
   const bool ok = run<T>(s, static_cast<float>(alpha), a, b, static_cast<float>(beta), c,
-                         Epilogue::kNone, nullptr, stream);
+                         Epilogue::kNone, nullptr, ctx);
   ATTN_CHECK(ok, "gemm: cuBLASLt has no algorithm for ", s.m, " x ", s.n, " x ", s.k,
              " (batch ", s.batch, ", trans_a ", s.trans_a, ", trans_b ", s.trans_b, ")");
 }
 
 template <class T>
 bool gemm_bias_cuda(const GemmShape& s, const T* a, const T* b, const T* bias, bool relu, T* c,
-                    cudaStream_t stream) {
+                    const GemmContext& ctx) {
   check_shape("gemm_bias", s);
   ATTN_CHECK(s.batch == 1, "gemm_bias: batch must be 1, got ", s.batch);
   if (s.m == 0 || s.n == 0) return true;
   if (s.k == 0) {
-    bias_only(s, bias, relu, c, stream);
+    bias_only(s, bias, relu, c, ctx.stream);
     return true;
   }
   const Epilogue epi = bias ? (relu ? Epilogue::kBiasRelu : Epilogue::kBias)
                             : (relu ? Epilogue::kRelu : Epilogue::kNone);
-  return run<T>(s, 1.0f, a, b, 0.0f, c, epi, bias, stream);
+  return run<T>(s, 1.0f, a, b, 0.0f, c, epi, bias, ctx);
 }
 
 template <class T>
 bool gemm_bias_grad_cuda(const GemmShape& s, const T* a, const T* b, T* c, T* bias_grad,
-                         cudaStream_t stream) {
+                         const GemmContext& ctx) {
   check_shape("gemm_bias_grad", s);
   ATTN_CHECK(s.batch == 1, "gemm_bias_grad: batch must be 1, got ", s.batch);
   if (s.m == 0) return true;   // C and the bias gradient are empty
   if (s.n == 0) return false;  // C is empty but the bias gradient is not: no GEMM to fuse with
   if (s.k == 0) {
-    empty_sum(s, 0.0, c, stream);
-    CUDA_CHECK(cudaMemsetAsync(bias_grad, 0, static_cast<size_t>(s.m) * sizeof(T), stream));
+    empty_sum(s, 0.0, c, ctx.stream);
+    CUDA_CHECK(cudaMemsetAsync(bias_grad, 0, static_cast<size_t>(s.m) * sizeof(T), ctx.stream));
     return true;
   }
-  return run<T>(s, 1.0f, a, b, 0.0f, c, Epilogue::kBiasGradB, bias_grad, stream);
+  return run<T>(s, 1.0f, a, b, 0.0f, c, Epilogue::kBiasGradB, bias_grad, ctx);
 }
 
 int64_t gemm_cuda_plan_count() {
@@ -424,11 +422,11 @@ int64_t gemm_cuda_plan_count() {
 
 #define ATTN_INSTANTIATE(T)                                                                    \
   template void gemm_cuda<T>(const GemmShape&, double, const T*, const T*, double, T*,        \
-                             cudaStream_t);                                                    \
+                             const GemmContext&);                                              \
   template bool gemm_bias_cuda<T>(const GemmShape&, const T*, const T*, const T*, bool, T*,    \
-                                  cudaStream_t);                                               \
+                                  const GemmContext&);                                         \
   template bool gemm_bias_grad_cuda<T>(const GemmShape&, const T*, const T*, T*, T*,           \
-                                       cudaStream_t);
+                                       const GemmContext&);
 ATTN_FOR_EACH_FLOAT_TYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 

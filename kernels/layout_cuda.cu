@@ -20,7 +20,7 @@
 #include <climits>
 #include <cstdint>
 
-#include "core/cuda_check.h"
+#include "base/cuda_check.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/layout.h"
 

@@ -17,8 +17,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "core/cuda_check.h"
-#include "core/error.h"
+#include "base/cuda_check.h"
+#include "base/error.h"
 #include "kernels/cuda_common.cuh"
 #include "kernels/softmax.h"
 

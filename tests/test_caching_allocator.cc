@@ -11,7 +11,7 @@
 #include <random>
 #include <vector>
 #include "core/allocator.h"
-#include "core/error.h"
+#include "base/error.h"
 using namespace attn;
 
 struct Fake : RawMemory {

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "data/batcher.h"
 #include "data/corpus.h"
 #include "data/dataset.h"

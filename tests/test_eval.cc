@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "eval/bleu.h"
 #include "eval/chrf.h"
 #include "eval/cli_commands.h"

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "bench/common.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "core/file.h"
 #include "data/batcher.h"
 #include "data/vocab.h"

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "bench/common.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "core/file.h"
 #include "ops/attention.h"
 #include "ops/cross_entropy.h"

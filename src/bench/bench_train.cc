@@ -9,7 +9,7 @@
 
 #include "bench/common.h"
 #include "core/allocator.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "core/file.h"
 #include "dist/communicator.h"
 #include "nn/transformer.h"

@@ -5,13 +5,13 @@
 #include <cstdio>
 #include <ctime>
 
-#include "core/error.h"
+#include "base/error.h"
 
 #ifdef ATTN_WITH_CUDA
 #include <cuda_runtime.h>
 
 #include "core/cuda_backend.h"
-#include "core/cuda_check.h"
+#include "base/cuda_check.h"
 #endif
 
 namespace attn::bench {

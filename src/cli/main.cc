@@ -13,7 +13,7 @@
 #include "bench/bench_kernels.h"
 #include "bench/bench_train.h"
 #include "core/device.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "core/file.h"
 #include "kernels/gemm.h"
 #include "dist/launch.h"

@@ -12,7 +12,7 @@
 #include <unordered_map>
 
 #include "core/cuda_backend.h"
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn {
 

@@ -19,8 +19,8 @@
 #include <string>
 
 #include "core/cuda_backend.h"
-#include "core/cuda_check.h"
-#include "core/error.h"
+#include "base/cuda_check.h"
+#include "base/error.h"
 
 namespace attn::cuda {
 namespace {
@@ -237,6 +237,18 @@ const DeviceContext& context(int index) {
 
 void set_allow_tf32(bool allow) { g_allow_tf32.store(allow, std::memory_order_relaxed); }
 bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
+
+kernels::GemmContext gemm_context(int index) {
+  const DeviceContext& ctx = context(index);
+  kernels::GemmContext g;
+  g.device = index;
+  g.stream = ctx.stream;
+  g.blaslt = ctx.blaslt;
+  g.workspace = ctx.workspace;
+  g.workspace_bytes = ctx.workspace_bytes;
+  g.allow_tf32 = allow_tf32();
+  return g;
+}
 
 std::unique_ptr<Allocator> make_allocator(int index) {
   const char* env = std::getenv("ATTN_CUDA_ALLOCATOR");

@@ -17,9 +17,8 @@
 #include <memory>
 
 #include "core/allocator.h"
+#include "kernels/gemm.h"  // GemmContext; declares struct cublasLtContext (= *cublasLtHandle_t)
 #include "kernels/types.h"
-
-struct cublasLtContext;  // cublasLtHandle_t is cublasLtContext*
 
 namespace attn::cuda {
 
@@ -53,6 +52,10 @@ const DeviceContext& context(int index);
 // training config turns it on. Read at every GEMM, so it takes effect immediately.
 void set_allow_tf32(bool allow);
 bool allow_tf32();
+
+// What kernels::gemm_cuda runs with on device `index`: its stream, the context's cuBLASLt
+// handle and workspace, and allow_tf32(). Makes `index` the current device.
+kernels::GemmContext gemm_context(int index);
 
 // The default CUDA allocator (installed in allocator_for): the caching allocator, or the
 // plain one when the environment has ATTN_CUDA_ALLOCATOR=simple. Any other value is an error.

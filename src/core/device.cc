@@ -3,7 +3,7 @@
 #include <cstdlib>
 
 #include "core/cuda_backend.h"
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn {
 

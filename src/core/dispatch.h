@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn {
 

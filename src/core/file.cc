@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <iostream>
 
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn {
 namespace fs = std::filesystem;

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <memory>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "data/utf8.h"
 
 namespace attn::data {

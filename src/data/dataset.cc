@@ -14,7 +14,7 @@
 #include <filesystem>
 #include <optional>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "data/hash.h"
 
 namespace attn::data {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/random.h"
 #include "data/vocab.h"
 #include "kernels/philox.h"

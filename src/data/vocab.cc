@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <unordered_map>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/file.h"
 #include "data/corpus.h"
 #include "data/hash.h"

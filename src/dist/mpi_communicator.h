@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "dist/communicator.h"
 #include "dist/launch.h"
 

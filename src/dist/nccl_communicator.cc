@@ -27,7 +27,7 @@
 #include <string>
 
 #include "core/cuda_backend.h"
-#include "core/cuda_check.h"
+#include "base/cuda_check.h"
 #include "dist/in_flight.h"
 #include "dist/mpi_communicator.h"
 #include "dist/watchdog.h"

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn::dist {
 

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "eval/corpus_check.h"
 #include "eval/tokenizer_13a.h"
 #include "eval/unicode.h"

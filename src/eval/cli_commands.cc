@@ -7,7 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "data/corpus.h"
 #include "eval/bleu.h"
 #include "eval/chrf.h"

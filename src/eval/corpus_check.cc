@@ -1,6 +1,6 @@
 #include "eval/corpus_check.h"
 
-#include "core/error.h"
+#include "base/error.h"
 #include "data/utf8.h"
 
 namespace attn::eval::detail {

@@ -66,7 +66,7 @@ void run(const char* op, const Plan& p, const Tensor& a, const Tensor& b, double
       [&](auto t) {
         using T = typename decltype(t)::type;
         kernels::gemm_cuda<T>(p.g, alpha, a.data<T>(), b.data<T>(), beta, out.data<T>(),
-                              cuda::stream(a.device().index));
+                              cuda::gemm_context(a.device().index));
       });
 }
 
@@ -110,7 +110,7 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& w, const Tenso
           using T = typename decltype(t)::type;
           fused = kernels::gemm_bias_cuda<T>(p.g, x.data<T>(), w.data<T>(),
                                              bias.defined() ? bias.data<T>() : nullptr, relu,
-                                             out.data<T>(), cuda::stream(x.device().index));
+                                             out.data<T>(), cuda::gemm_context(x.device().index));
         });
     if (fused) return out;
   }
@@ -129,7 +129,7 @@ Tensor linear_impl(const char* op, const Tensor& x, const Tensor& w, const Tenso
       [&](auto t) {
         using T = typename decltype(t)::type;
         kernels::gemm_cuda<T>(p.g, 1.0, x.data<T>(), w.data<T>(), beta, out.data<T>(),
-                              cuda::stream(x.device().index));
+                              cuda::gemm_context(x.device().index));
       });
   return relu ? ops::relu(out) : out;
 }
@@ -184,7 +184,7 @@ Tensor linear_weight_grad(const Tensor& g, const Tensor& x, Tensor* bias_grad) {
         [&](auto t) {
           using T = typename decltype(t)::type;
           fused = kernels::gemm_bias_grad_cuda<T>(s, g.data<T>(), x.data<T>(), dw.data<T>(),
-                                                  db.data<T>(), cuda::stream(g.device().index));
+                                                  db.data<T>(), cuda::gemm_context(g.device().index));
         });
     if (fused) {
       *bias_grad = db;
@@ -200,7 +200,7 @@ Tensor linear_weight_grad(const Tensor& g, const Tensor& x, Tensor* bias_grad) {
       [&](auto t) {
         using T = typename decltype(t)::type;
         kernels::gemm_cuda<T>(s, 1.0, g.data<T>(), x.data<T>(), 0.0, dw.data<T>(),
-                              cuda::stream(g.device().index));
+                              cuda::gemm_context(g.device().index));
       });
   if (bias_grad) *bias_grad = sum_to_last(g);
   return dw;

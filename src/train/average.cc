@@ -4,7 +4,7 @@
 
 #include <filesystem>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/file.h"
 #include "data/corpus.h"
 #include "train/checkpoint.h"

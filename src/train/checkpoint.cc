@@ -10,7 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "core/file.h"
 #include "data/corpus.h"
 #include "io/safetensors.h"

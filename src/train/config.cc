@@ -11,7 +11,7 @@
 #include <sstream>
 #include <variant>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "data/batcher.h"
 #include "data/corpus.h"
 #include "data/utf8.h"

@@ -6,7 +6,7 @@
 #include <string>
 #include <thread>
 
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn::train {
 namespace {

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
-#include "core/error.h"
+#include "base/error.h"
 #include "data/corpus.h"
 #include "io/json_message.h"
 #include "train/svg.h"

@@ -1,6 +1,6 @@
 #include "train/step_config.h"
 
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn::train {
 

@@ -4,7 +4,7 @@
 #include <new>
 
 #include "core/allocator.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "data/corpus.h"
 #include "data/synthetic.h"
 

@@ -4,7 +4,7 @@
 #include <span>
 
 #include "autograd/functions.h"
-#include "core/error.h"
+#include "base/error.h"
 #include "core/grad_mode.h"
 #include "decode/beam_search.h"
 #include "eval/bleu.h"

@@ -103,7 +103,7 @@ void check_gemm(const GemmShape& s, DType dt, bool tf32, double alpha, double be
   with_gpu_type(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     kernels::gemm_cuda<T>(s, alpha, a.data<T>() + offset, b.data<T>() + offset, beta,
-                          c.data<T>() + offset, cuda::stream(0));
+                          c.data<T>() + offset, cuda::gemm_context(0));
   });
   require_close(c, want, gemm_tolerance(dt, tf32, s.k), describe(s, dt, tf32, alpha, beta, offset));
 }
@@ -213,7 +213,7 @@ TEST_CASE("cuBLASLt GEMM with k = 0 gives beta * C; empty shapes do nothing", "[
       using T = typename decltype(tag)::type;
       CHECK_NOTHROW(kernels::gemm_cuda<T>(none, 1.0, static_cast<const T*>(nullptr),
                                           static_cast<const T*>(nullptr), 0.0,
-                                          static_cast<T*>(nullptr), cuda::stream(0)));
+                                          static_cast<T*>(nullptr), cuda::gemm_context(0)));
     });
   }
 }
@@ -270,7 +270,7 @@ TEST_CASE("cuBLASLt bias, relu and bias+relu epilogues match the CPU", "[cuda][g
           using T = typename decltype(tag)::type;
           fused = kernels::gemm_bias_cuda<T>(s, x.data<T>(), w.data<T>(),
                                              with_bias ? bias.data<T>() : nullptr, relu,
-                                             c.data<T>(), cuda::stream(0));
+                                             c.data<T>(), cuda::gemm_context(0));
         });
         const std::string what = std::string(dtype_name(dt)) + " rows " + std::to_string(rows) +
                                  " out " + std::to_string(out_f) + " in " + std::to_string(in) +
@@ -310,7 +310,7 @@ TEST_CASE("cuBLASLt bias-gradient epilogue: dW and db in one GEMM", "[cuda][gemm
       with_gpu_type(dt, [&](auto tag) {
         using T = typename decltype(tag)::type;
         fused = kernels::gemm_bias_grad_cuda<T>(s, g.data<T>(), x.data<T>(), dw.data<T>(),
-                                                db.data<T>(), cuda::stream(0));
+                                                db.data<T>(), cuda::gemm_context(0));
       });
       const std::string what = std::string(dtype_name(dt)) + " rows " + std::to_string(rows) +
                                " out " + std::to_string(out_f) + " in " + std::to_string(in);

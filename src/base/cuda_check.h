@@ -6,7 +6,7 @@
 #include <cublas_api.h>
 #include <cuda_runtime.h>
 
-#include "core/error.h"
+#include "base/error.h"
 
 namespace attn::detail {
 
