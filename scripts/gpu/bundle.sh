@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine lacks into one git-ignored folder (default .gpu-bundle/, at most
-# 60 MiB) for `bash .gpu-bundle/check.sh` there (docs/GPU.md):
-#   bin/        attn, attn_tests, attn_cuda_tests, built here for sm_90 (build-gpu/)
+# 60 MiB) for `bash .gpu-bundle/check.sh` there (docs/GPU.md). Every large file is xz'd (the
+# sm_90 binaries and OpenBLAS would not fit otherwise); check.sh unpacks them into its work
+# folder in a few seconds.
+#   bin/        attn, attn_tests, attn_cuda_tests (stripped), built here for sm_90 (build-gpu/)
+#               with RPATH $ORIGIN/../lib
 #   lib/        the non-CUDA shared libraries they need (ldd), minus the C library, libstdc++,
-#               libgcc_s, libz (the GPU machine's own are newer, and PyTorch loads them) and
+#               libgcc_s and libz (the GPU machine's own are newer, and PyTorch loads them) and
 #               CUDA's (cudart, cuBLAS, cuDNN, NCCL: the GPU machine's toolkit and PyTorch's
 #               nvidia packages provide them, matching its driver)
-#   data/ding/  the prepared Ding corpus (mix, valid, test; xz) and spm.model, a joint
-#               SentencePiece model trained by attn itself on mix.en + mix.de with
-#               configs/demo.yaml's settings (`attn train` for one CPU step; vocab_size says
-#               how many pieces)
-#   configs/, bench/ (scripts/bench/*.py), check.sh (scripts/gpu/check.sh), MANIFEST
+#   data/ding/  the prepared Ding corpus (mix, valid, test) and spm.model, a joint SentencePiece
+#               model that attn itself trained on mix.en + mix.de with configs/demo.yaml's
+#               settings (`attn train` for one CPU step; vocab_size holds its size)
+#   configs/, bench/ (scripts/bench/*.py), check.sh (scripts/gpu/check.sh), MANIFEST (commit,
+#               sizes, and the numbers --estimate records)
 #
-#   scripts/gpu/bundle.sh                      build build-gpu (CUDA arch 90) and pack
-#   scripts/gpu/bundle.sh --from-build DIR     pack the binaries of an existing build (no build)
+#   scripts/gpu/bundle.sh                      build build-gpu (sm_90) and pack
+#   scripts/gpu/bundle.sh --from-build DIR     pack the binaries of an existing build (no build;
+#                                              a CPU build gives a bundle for check.sh --dry-run)
 #   scripts/gpu/bundle.sh --estimate [--build-dir DIR]
-#                      no build, no packing: the bundle's size from DIR's binaries (default
-#                      build/; their host code, plus the sm_90 device code measured once in a
-#                      real bundle, recorded below), their libraries and the recorded data size,
-#                      plus a 10% margin; exits 1 above the limit
+#       no build, no packing: the bundle's size from the sizes recorded below (measured in a
+#       real bundle), host code or libraries grown since then counted uncompressed, plus a 10%
+#       margin; exits 1 above the limit. DIR (default build/) is any build: its binaries'
+#       host code (device code excluded) and their libraries are compared with the record.
 # Options: --out DIR (default .gpu-bundle), --build-dir DIR (default build-gpu; --estimate:
-# build), --data DIR (prepared corpus; default data/ding, made by scripts/prepare_ding.sh when
-# missing), --vocab-size N (default: configs/demo.yaml's data.vocab_size), --limit-mib N
+# build), --data DIR (a prepared corpus; default data/ding, made by scripts/prepare_ding.sh when
+# missing), --vocab-size N (default: configs/demo.yaml's data.vocab_size), --no-compress (bin/
+# and lib/ as plain files: quick bundles for the dry run; data stays xz'd), --limit-mib N
 # (default 60), -j N (build jobs; default nproc).
-#   ATTN_GPU_ARCH   CUDA architectures of the build (default 90)
+#   ATTN_GPU_ARCH   CUDA architectures of the build (default 90-real: sm_90 machine code, no PTX)
 set -uo pipefail
 caller="$(pwd)"
 cd "$(dirname "$0")/../.." || exit 1
@@ -36,6 +41,7 @@ from=""
 data=data/ding
 vocab=""
 estimate=0
+compress_bins=1
 limit_mib=60
 jobs="$(nproc)"
 declare -A given=()
@@ -50,27 +56,29 @@ while [ $# -gt 0 ]; do
       esac
       shift ;;
     --estimate) estimate=1 ;;
+    --no-compress) compress_bins=0 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
 done
+[[ "$limit_mib" =~ ^[0-9]+$ ]] || die "--limit-mib must be a whole number of MiB"
 limit_bytes=$((limit_mib * 1024 * 1024))
 # Folders given on the command line are relative to where bundle.sh was called from; the
 # defaults, to the repository.
 absolute() { case "$1" in /*|'') echo "$1" ;; *) echo "$caller/$1" ;; esac; }
 for v in out build from data; do
-  [ "${!v}" = "${given[$v]:-}" ] && [ -n "${!v}" ] && printf -v "$v" '%s' "$(absolute "${!v}")"
+  if [ -n "${given[$v]:-}" ]; then printf -v "$v" '%s' "$(absolute "${!v}")"; fi
 done
 
-# ---- measured once in a real bundle (sm_90 only, Release, stripped), for --estimate ----------
-# Bytes of the .nv_fatbin section (device code for sm_90) of each binary, and the whole stripped
-# binary for a build that lacks it (a CPU-only build has no attn_cuda_tests). Data: the xz'd
-# corpus plus spm.model. Re-measure with a real bundle after large kernel changes: bundle.sh
-# prints these numbers (MANIFEST keeps them).
-declare -A FATBIN=([attn]=0 [attn_tests]=0 [attn_cuda_tests]=0)
-declare -A WHOLE=([attn_cuda_tests]=0)
-DATA_BYTES=0
+# ---- recorded from a real bundle (MANIFEST's "record" lines), for --estimate -------------------
+# Per binary: host code (stripped, without the .nv_fatbin device code) and the xz'd stripped
+# sm_90 binary; the libraries, uncompressed and xz'd; data/ding/ (xz'd corpus, spm.model).
+declare -A REC_HOST=([attn]=0 [attn_tests]=0 [attn_cuda_tests]=0)
+declare -A REC_XZ=([attn]=0 [attn_tests]=0 [attn_cuda_tests]=0)
+REC_LIBS=0
+REC_LIBS_XZ=0
+REC_DATA=0
 
 # The libraries ldd resolves for these binaries, minus those the GPU machine provides.
 bundled_libs() {
@@ -84,64 +92,83 @@ bundled_libs() {
       esac
     done
 }
-fatbin_bytes() {  # size of the .nv_fatbin section (0 when there is none)
-  readelf -S --wide "$1" 2> /dev/null |
-    awk '$2 == ".nv_fatbin" {print strtonum("0x" $6); f = 1} END {if (!f) print 0}'
+fatbin_bytes() {  # size of the .nv_fatbin section (device code; 0 when there is none)
+  local hex
+  hex="$(readelf -S --wide "$1" 2> /dev/null |
+    awk '{for (i = 1; i < NF; i++) if ($i == ".nv_fatbin") {print $(i + 4); exit}}')"
+  echo $((16#${hex:-0}))
 }
 stripped_bytes() {
-  local tmp
+  local tmp n
   tmp="$(mktemp)"
-  strip -o "$tmp" "$1" && wc -c < "$tmp"
+  strip -o "$tmp" "$1" || { rm -f "$tmp"; return 1; }
+  n=$(wc -c < "$tmp")
   rm -f "$tmp"
+  echo "$n"
 }
+bytes() { wc -c < "$1"; }
+dir_bytes() { find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 find_binary() {  # DIR NAME: the binary of a CMake build folder
   local p
-  for p in "$1/$2" "$1/tests/$2"; do [ -x "$p" ] && { echo "$p"; return 0; }; done
+  for p in "$1/$2" "$1/tests/$2"; do [ -x "$p" ] && [ -f "$p" ] && { echo "$p"; return 0; }; done
   return 1
 }
-compress() {  # FILE OUT.xz
-  if command -v xz > /dev/null; then xz -6 -T1 -c "$1" > "$2"
-  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(open(sys.argv[1], "rb"), lzma.open(sys.argv[2], "wb", preset=6))' "$1" "$2"
+xz_file() {  # FILE OUT.xz
+  if command -v xz > /dev/null; then
+    xz -6 -T0 -c "$1" > "$2"
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(open(sys.argv[1], "rb"), lzma.open(sys.argv[2], "wb", preset=6))' "$1" "$2"
   fi
 }
-other_bytes() {  # configs, bench scripts, check.sh, sample, prepare script
-  cat configs/*.yaml scripts/bench/*.py scripts/gpu/check.sh | wc -c
-}
+other_bytes() { cat configs/*.yaml scripts/bench/*.py scripts/gpu/check.sh | wc -c; }
 
 # ---- --estimate -------------------------------------------------------------------------------
 if [ "$estimate" = 1 ]; then
   build=${build:-build}
   [ -x "$build/attn" ] || die "--estimate: no $build/attn (build first, or pass --build-dir)"
-  [ "${FATBIN[attn]}" -gt 0 ] || die "--estimate: the sm_90 sizes are not recorded yet (run a real bundle first)"
+  [ "${REC_XZ[attn]}" -gt 0 ] || die "--estimate: no sizes recorded yet (pack a real bundle first)"
   total=0
   present=()
-  printf '%-22s %12s  %s\n' "part" "bytes" "how"
+  printf '%-24s %11s  %s\n' "part" "bytes" "how"
   for name in attn attn_tests attn_cuda_tests; do
+    est=${REC_XZ[$name]}
+    how="recorded xz'd sm_90 binary"
     if p="$(find_binary "$build" "$name")"; then
       present+=("$p")
-      host=$(( $(stripped_bytes "$p") - $(fatbin_bytes "$p") ))
-      bytes=$((host + FATBIN[$name]))
-      how="host code of $p (stripped, device code removed) + recorded sm_90 device code"
+      sb=$(stripped_bytes "$p") || die "strip failed on $p"
+      host=$((sb - $(fatbin_bytes "$p")))
+      grown=$((host - REC_HOST[$name]))
+      if [ "$grown" -gt 0 ]; then
+        est=$((est + grown))
+        how="$how + $grown bytes of host code grown since (uncompressed)"
+      else
+        how="$how (host code of $p: no growth)"
+      fi
     else
-      bytes=${WHOLE[$name]:-0}
-      [ "$bytes" -gt 0 ] || die "--estimate: no $name in $build and no recorded size"
-      how="not in $build: recorded size of the sm_90 binary"
+      how="$how ($name not in $build)"
     fi
-    total=$((total + bytes))
-    printf '%-22s %12d  %s\n' "bin/$name" "$bytes" "$how"
+    total=$((total + est))
+    printf '%-24s %11d  %s\n' "bin/$name.xz" "$est" "$how"
   done
   libs=0
   while read -r lib; do libs=$((libs + $(stat -L -c %s "$lib"))); done < <(bundled_libs "${present[@]}")
-  printf '%-22s %12d  %s\n' "lib/" "$libs" "ldd of the binaries above, as packed"
-  printf '%-22s %12d  %s\n' "data/ding/" "$DATA_BYTES" "recorded (xz'd corpus + spm.model)"
+  est=$REC_LIBS_XZ
+  how="recorded xz'd libraries"
+  if [ "$libs" -gt "$REC_LIBS" ]; then
+    est=$((est + libs - REC_LIBS))
+    how="$how + $((libs - REC_LIBS)) bytes more than recorded (uncompressed)"
+  fi
+  total=$((total + est))
+  printf '%-24s %11d  %s\n' "lib/*.xz" "$est" "$how ($libs bytes by ldd now)"
+  printf '%-24s %11d  %s\n' "data/ding/" "$REC_DATA" "recorded (xz'd corpus + spm.model)"
   other=$(other_bytes)
-  printf '%-22s %12d  %s\n' "configs, scripts" "$other" "measured"
-  total=$((total + libs + DATA_BYTES + other))
+  printf '%-24s %11d  %s\n' "configs, bench, check.sh" "$other" "measured"
+  total=$((total + REC_DATA + other))
   with_margin=$((total * 110 / 100))
   echo "estimate: $(mib "$total"), with a 10% margin $(mib "$with_margin"); limit $limit_mib MiB"
   [ "$with_margin" -le "$limit_bytes" ] ||
-    die "the bundle would exceed $limit_mib MiB ($(mib "$with_margin") estimated)"
+    die "the bundle would exceed $limit_mib MiB ($(mib "$with_margin") estimated with the margin)"
   exit 0
 fi
 
@@ -150,13 +177,13 @@ if [ -n "$from" ]; then
   build=$from
 else
   build=${build:-build-gpu}
-  echo "== building attn for CUDA arch ${ATTN_GPU_ARCH:-90} in $build (-j$jobs)"
+  echo "== building attn for CUDA arch ${ATTN_GPU_ARCH:-90-real} in $build (-j$jobs)"
   # RPATH (not RUNPATH: it also serves the libraries' own dependencies) $ORIGIN/../lib, so the
-  # bundle's binaries find lib/ even without LD_LIBRARY_PATH.
+  # unpacked binaries find lib/ even without LD_LIBRARY_PATH.
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DATTN_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="${ATTN_GPU_ARCH:-90}" \
-    "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags,-rpath,\$ORIGIN/../lib" > "$build.configure.log" ||
-    die "cmake configure failed (see $build.configure.log)"
+    -DCMAKE_CUDA_ARCHITECTURES="${ATTN_GPU_ARCH:-90-real}" \
+    "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags,-rpath,\$ORIGIN/../lib" > /dev/null ||
+    die "cmake configure of $build failed"
   cmake --build "$build" -j"$jobs" --target attn attn_tests attn_cuda_tests ||
     die "the build failed"
 fi
@@ -170,75 +197,104 @@ done
 
 # ---- data ---------------------------------------------------------------------------------------
 if [ ! -s "$data/mix.en" ]; then
-  [ "$data" = data/ding ] || die "no prepared corpus in $data (scripts/prepare_ding.sh --out $data)"
+  [ -z "${given[data]:-}" ] || die "no prepared corpus in $data (scripts/prepare_ding.sh --out $data)"
   echo "== preparing the Ding corpus (scripts/prepare_ding.sh)"
   bash scripts/prepare_ding.sh || die "scripts/prepare_ding.sh failed"
 fi
 for f in mix.en mix.de valid.en valid.de test.en test.de; do
   [ -s "$data/$f" ] || die "$data/$f is missing or empty"
 done
-if [ -z "$vocab" ]; then
-  vocab="$(awk '/^data:/ {d = 1; next} /^[^ ]/ {d = 0} d && $1 == "vocab_size:" {print $2}' configs/demo.yaml)"
-  [ -n "$vocab" ] || die "no data.vocab_size in configs/demo.yaml"
-fi
-spm_type="$(awk '/^data:/ {d = 1; next} /^[^ ]/ {d = 0} d && $1 == "spm_type:" {print $2}' configs/demo.yaml)"
+demo_key() {  # the value of data.KEY in configs/demo.yaml
+  awk -v k="$1:" '/^data:/ {d = 1; next} /^[^ ]/ {d = 0} d && $1 == k {print $2}' configs/demo.yaml
+}
+[ -n "$vocab" ] || vocab="$(demo_key vocab_size)"
+[[ "$vocab" =~ ^[0-9]+$ ]] || die "no usable vocabulary size (data.vocab_size in configs/demo.yaml, or --vocab-size)"
+spm_type="$(demo_key spm_type)"
+spm_type=${spm_type:-bpe}
 
-# The SentencePiece model: trained by attn once per corpus, vocabulary size and attn binary's
-# settings; cached next to the build (training on the full corpus takes about a minute).
-key="$(cat "$data/mix.en" "$data/mix.de" | sha256sum | cut -c1-16)-$vocab-${spm_type:-bpe}"
-spm_cache="$build/spm-cache/$key"
+# The SentencePiece model: trained by attn once per corpus and vocabulary, cached in .cache/
+# (git-ignored; on the full corpus it takes about a minute).
+key="$(cat "$data/mix.en" "$data/mix.de" | sha256sum | cut -c1-16)-$vocab-$spm_type"
+spm_cache=".cache/gpu-bundle/spm-$key"
 if [ ! -s "$spm_cache/spm.model" ]; then
-  echo "== training the SentencePiece model ($vocab pieces, ${spm_type:-bpe}) with attn on $data/mix.*"
+  echo "== training the SentencePiece model ($vocab $spm_type pieces) with attn on $data/mix.*"
   tmp="$(mktemp -d)"
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} "${bins[0]}" train -c configs/demo.yaml \
+  "${bins[0]}" train -c configs/demo.yaml \
     --set "train.output_dir=$tmp/run" --set "data.train_src=$data/mix.en" \
     --set "data.train_tgt=$data/mix.de" --set "data.valid_src=$data/valid.en" \
     --set "data.valid_tgt=$data/valid.de" --set "data.vocab_size=$vocab" --set train.device=cpu \
     --set train.max_steps=1 --set train.average_last=0 --set data.max_tokens=500 > "$tmp/log" 2>&1 ||
     { cat "$tmp/log" >&2; rm -rf "$tmp"; die "attn train (vocabulary) failed"; }
-  mkdir -p "$spm_cache"
-  cp "$tmp/run/spm.model" "$spm_cache/spm.model" || die "attn wrote no spm.model"
+  mkdir -p "$spm_cache" && cp "$tmp/run/spm.model" "$spm_cache/spm.model" ||
+    { rm -rf "$tmp"; die "attn wrote no spm.model"; }
   rm -rf "$tmp"
 fi
 
 # ---- pack ---------------------------------------------------------------------------------------
-echo "== packing $out"
+echo "== packing $out$([ "$compress_bins" = 1 ] && echo " (xz)")"
+# Replaces an earlier bundle only: never a folder that holds something else.
+if [ -e "$out" ] && [ -n "$(ls -A "$out" 2> /dev/null)" ] && ! [ -f "$out/MANIFEST" ]; then
+  die "$out exists and is not a bundle (no MANIFEST): not replacing it"
+fi
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib" "$out/data/ding" "$out/bench" "$out/configs" || die "cannot create $out"
-strip_failed=0
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+# pack FILE DIR: FILE into the bundle's DIR, xz'd unless --no-compress.
+pack() {
+  if [ "$compress_bins" = 1 ]; then xz_file "$1" "$out/$2/$(basename "$1").xz"
+  else cp "$1" "$out/$2/"
+  fi || die "cannot pack $1"
+}
+declare -A host_rec=()
 for b in "${bins[@]}"; do
-  strip -o "$out/bin/$(basename "$b")" "$b" || strip_failed=1
+  n="$(basename "$b")"
+  strip -o "$stage/$n" "$b" || die "strip failed on $b"
+  host_rec[$n]=$(( $(bytes "$stage/$n") - $(fatbin_bytes "$stage/$n") ))
+  pack "$stage/$n" bin
 done
-[ "$strip_failed" = 0 ] || die "strip failed"
 libs=()
 while read -r lib; do libs+=("$lib"); done < <(bundled_libs "${bins[@]}")
-for lib in "${libs[@]}"; do cp -L "$lib" "$out/lib/" || die "cannot copy $lib"; done
-for f in mix.en mix.de valid.en valid.de test.en test.de; do
-  compress "$data/$f" "$out/data/ding/$f.xz" || die "cannot compress $data/$f"
+[ "${#libs[@]}" -gt 0 ] || die "ldd found no libraries to bundle"
+libs_raw=0
+for lib in "${libs[@]}"; do
+  cp -L "$lib" "$stage/" || die "cannot copy $lib"
+  libs_raw=$((libs_raw + $(bytes "$stage/$(basename "$lib")")))
+  pack "$stage/$(basename "$lib")" lib
 done
-cp "$spm_cache/spm.model" "$out/data/ding/"
+for f in mix.en mix.de valid.en valid.de test.en test.de; do
+  xz_file "$data/$f" "$out/data/ding/$f.xz" || die "cannot compress $data/$f"
+done
+cp "$spm_cache/spm.model" "$out/data/ding/" || die "cannot copy the vocabulary"
 echo "$vocab" > "$out/data/ding/vocab_size"
-cp configs/*.yaml "$out/configs/"
-cp scripts/bench/*.py "$out/bench/"
-cp scripts/gpu/check.sh "$out/check.sh"
-chmod +x "$out/check.sh"
+cp configs/*.yaml "$out/configs/" && cp scripts/bench/*.py "$out/bench/" &&
+  cp scripts/gpu/check.sh "$out/check.sh" && chmod +x "$out/check.sh" || die "cannot copy scripts"
 
-size() { du -sb "$1" | cut -f1; }
-total=$(size "$out")
+total=$(dir_bytes "$out")
 commit="$(git rev-parse --short HEAD 2> /dev/null || echo unknown)$(git diff --quiet HEAD 2> /dev/null || echo +dirty)"
 {
-  echo "attn $commit, packed $(date -u +%Y-%m-%dT%H:%M:%SZ) from $build ($([ -n "$from" ] && echo "existing build" || echo "CUDA arch ${ATTN_GPU_ARCH:-90}"))"
-  echo "vocabulary: spm.model, $vocab ${spm_type:-bpe} pieces, trained by attn (1 CPU step of configs/demo.yaml) on $data/mix.en + mix.de"
+  echo "attn $commit, packed $(date -u +%Y-%m-%dT%H:%M:%SZ) from $build ($([ -n "$from" ] && echo "existing build" || echo "CUDA arch ${ATTN_GPU_ARCH:-90-real}"))"
+  echo "vocabulary: spm.model, $vocab $spm_type pieces, trained by attn (1 CPU step of configs/demo.yaml) on $data/mix.en + mix.de"
   echo
   echo "size: $total bytes ($(mib "$total")), limit $limit_mib MiB"
-  for b in "$out"/bin/*; do
+  for b in "${bins[@]}"; do
     n="$(basename "$b")"
-    echo "  bin/$n $(wc -c < "$b") bytes (device code .nv_fatbin $(fatbin_bytes "$b"))"
+    f="$out/bin/$n.xz"
+    [ -f "$f" ] || f="$out/bin/$n"
+    echo "  bin/$(basename "$f") $(bytes "$f") bytes (stripped $(bytes "$stage/$n"), of which device code $(fatbin_bytes "$stage/$n"))"
   done
-  echo "  lib/ $(size "$out/lib") bytes: $(cd "$out/lib" && ls | tr '\n' ' ')"
-  echo "  data/ding/ $(size "$out/data/ding") bytes"
-  echo "  configs/ bench/ check.sh $(( $(size "$out/configs") + $(size "$out/bench") + $(wc -c < "$out/check.sh") )) bytes"
+  echo "  lib/ $(dir_bytes "$out/lib") bytes ($libs_raw unpacked): $(cd "$out/lib" && ls | tr '\n' ' ')"
+  echo "  data/ding/ $(dir_bytes "$out/data/ding") bytes"
+  echo "  configs/ bench/ check.sh MANIFEST $(( $(dir_bytes "$out/configs") + $(dir_bytes "$out/bench") + $(bytes "$out/check.sh") )) bytes"
+  echo
+  echo "record for bundle.sh --estimate (only from an xz'd sm_90 bundle):"
+  for n in "${!host_rec[@]}"; do
+    f="$out/bin/$n.xz"
+    [ -f "$f" ] || f="$out/bin/$n"
+    echo "  REC_HOST[$n]=${host_rec[$n]} REC_XZ[$n]=$(bytes "$f")"
+  done
+  echo "  REC_LIBS=$libs_raw REC_LIBS_XZ=$(dir_bytes "$out/lib") REC_DATA=$(dir_bytes "$out/data/ding")"
 } > "$out/MANIFEST"
 cat "$out/MANIFEST"
 [ "$total" -le "$limit_bytes" ] || die "$out is $(mib "$total"), over the $limit_mib MiB limit"
-echo "bundle ready: carry $out to the GPU machine and run: bash $out/check.sh"
+echo "bundle ready: $out; on the GPU machine: bash $(basename "$out")/check.sh (docs/GPU.md)"

@@ -40,7 +40,8 @@
 #   ATTN_CHECK_LIMIT_<id>=S   a stage's time limit in seconds (e.g. ATTN_CHECK_LIMIT_train=200)
 #   ATTN_CHECK_BUDGET=S       the whole run's budget (default 470; dry run 240)
 #   ATTN_CHECK_TRAIN_TIME     train.max_time of the train stage (default 2m)
-#   ATTN_CHECK_INJECT=id:fail,id:hang   make stages fail or hang (tests of this script)
+#   ATTN_CHECK_INJECT=id:fail,id:hang,determinism:differ   make stages fail, hang, or the
+#                             determinism stage's second run use another seed (tests of this script)
 #   ATTN_CHECK_KEEP=1         keep the work folder (default: removed; logs.tar.gz has the logs)
 set -uo pipefail
 
@@ -79,8 +80,8 @@ STAGES=(
 for need in timeout python3 awk sed tar; do
   command -v "$need" > /dev/null || { echo "check.sh: '$need' is not on PATH" >&2; exit 2; }
 done
-[ -x "$here/bin/attn" ] || {
-  echo "check.sh: $here/bin/attn is missing: run check.sh from a bundle made by scripts/gpu/bundle.sh" >&2
+[ -f "$here/MANIFEST" ] && [ -d "$here/bin" ] || {
+  echo "check.sh: $here is not a bundle (no MANIFEST, bin/): make one with scripts/gpu/bundle.sh and run its check.sh" >&2
   exit 2
 }
 if [ -n "$only" ]; then
@@ -98,8 +99,8 @@ t0=$(date +%s)
 budget=${ATTN_CHECK_BUDGET:-$([ "$dry_run" = 1 ] && echo 240 || echo 470)}
 rm -f "$out/summary.md" "$out/check.log" "$out/logs.tar.gz"
 
-export B="$here" W="$work" DRY="$dry_run" FIGS="$work/figs"
-export ATTN="$here/bin/attn" TESTS="$here/bin/attn_tests" CUDA_TESTS="$here/bin/attn_cuda_tests"
+export W="$work" DRY="$dry_run" FIGS="$work/figs"
+export ATTN="$work/bin/attn" TESTS="$work/bin/attn_tests" CUDA_TESTS="$work/bin/attn_cuda_tests"
 export DATA="$work/data" CONFIGS="$here/configs" BENCH="$here/bench"
 export TRAIN_TIME="${ATTN_CHECK_TRAIN_TIME:-2m}"
 export PYTHONUNBUFFERED=1
@@ -122,7 +123,7 @@ except Exception:
     pass
 PY
 )"
-export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64${pylibs:+:$pylibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$work/lib:/usr/local/cuda/lib64${pylibs:+:$pylibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # ---- helpers for the stages (each stage runs in `bash -c` under timeout; they are exported)
 fig() { printf '%s\n' "$*" > "$FIGS/$STAGE_ID"; }
@@ -262,9 +263,9 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 a, m = d["attn"], d["meta"]
 rows = {r["name"]: r for r in a["results"]}
-out = [f"attn copy {a.get('copy_gbps', 0):.0f} GB/s, matmul {a.get('matmul_tflops', 0):.1f} TFLOP/s"]
+out = [f"attn copy {a.get('copy_gbps', 0):.3g} GB/s, matmul {a.get('matmul_tflops', 0):.3g} TFLOP/s"]
 if "torch_matmul_tflops" in m:
-    out.append(f"torch matmul {m['torch_matmul_tflops']:.1f}")
+    out.append(f"torch matmul {m['torch_matmul_tflops']:.3g}")
 t = {r["name"]: r for r in d["torch"]}
 ratios = [t[n]["ms"] / rows[n]["ms"] for n in rows if n.startswith("attention")
           and rows[n].get("ms") and t.get(n, {}).get("ms")]
@@ -298,12 +299,15 @@ if base is None and len(sys.argv) > 2:  # the attn row of the other bench_train 
 peak = d["matmul_tflops"] * 1e12
 out = []
 for name, r in rows.items():
+    if name != "attn" and len(sys.argv) > 2:
+        if "compile" not in name:
+            continue  # the eager row of the torch.compile stage: reported by the other stage
     mem = r.get("peak_mem_bytes")
     s = f"{name.replace('PyTorch ', '')} {r['tokens_per_s']:,.0f} tok/s, MFU {100 * r['flops_per_s'] / peak:.1f}%"
     if mem:
-        s += f", {mem / 2**30:.1f} GiB"
+        s += f", peak {mem / 2**20:,.0f} MiB"
     if base and name != "attn":
-        s += f" (attn {base / r['tokens_per_s']:.2f}x faster)"
+        s += f", attn/this {base / r['tokens_per_s']:.2f}x"
     out.append(s)
 print("; ".join(out))
 PY
@@ -331,7 +335,7 @@ stage_bench_compile() {
     --no-attn --compile-dynamic true --json-out "$W/logs/bench_compile.json")
   echo "+ bench_train.py ${args[*]}"
   python3 "$BENCH/bench_train.py" "${args[@]}" || die "bench_train.py (torch.compile) failed"
-  fig "$(train_figs "$W/logs/bench_compile.json" "$W/logs/bench_train.json" | sed 's/^[^;]*; //')"
+  fig "$(train_figs "$W/logs/bench_compile.json" "$W/logs/bench_train.json")"
 }
 
 stage_train() {
@@ -366,24 +370,28 @@ stage_bleu() {
   score="$(awk '/^BLEU = / {print $3; exit}' "$W/bleu.txt")"
   n=$(wc -l < "$DATA/test.en")
   if python3 -c "import sacrebleu" 2> /dev/null; then
-    ref="$(python3 -m sacrebleu "$DATA/test.de" -i "$W/logs/test.hyp.de" -b 2> /dev/null)"
+    ref="$(python3 -m sacrebleu "$DATA/test.de" -i "$W/logs/test.hyp.de" -b -w 2 2> /dev/null)"
     echo "sacreBLEU: $ref"
   fi
   fig "BLEU $score${ref:+ (sacreBLEU $ref)}, $n sentences, translate ${t} s"
   [ -n "$score" ] || die "no BLEU line"
-  if [ -n "$ref" ] && [ "$ref" != "$score" ]; then die "attn bleu $score != sacreBLEU $ref"; fi
+  if [ -n "$ref" ] && [ "$(printf '%.2f' "$ref")" != "$(printf '%.2f' "$score")" ]; then
+    die "attn bleu $score != sacreBLEU $ref"
+  fi
 }
 
 stage_determinism() {
   data_ready
-  local r
+  local r seed=7
   for r in detA detB; do
+    # determinism:differ (tests of this script): the second run takes another seed.
+    [ "$r" = detB ] && [[ ",${ATTN_CHECK_INJECT:-}," == *",determinism:differ,"* ]] && seed=8
     mkdir -p "$W/$r"
     # The binarized corpus of the train stage, when there is one, saves rebuilding it (its
     # fingerprint covers the corpus and vocabulary, so a stale copy would be rebuilt).
     [ -d "$W/run/cache" ] && cp -r "$W/run/cache" "$W/$r/"
     attn_train "$W/$r" --set train.max_steps=20 --set train.save_every=20 \
-      --set train.valid_every=1000 --set train.log_every=10 --set train.seed=7 ||
+      --set train.valid_every=1000 --set train.log_every=10 --set "train.seed=$seed" ||
       die "attn train ($r) failed"
   done
   local a="$W/detA/checkpoints/latest/model.safetensors" b="$W/detB/checkpoints/latest/model.safetensors"
@@ -433,18 +441,26 @@ export -f fig skip die have_torch data_ready attn_train last_step stage_main cat
   stage_racecheck stage_bench_kernels stage_bench_train stage_bench_compile stage_train \
   stage_bleu stage_determinism stage_world1 stage_nccl
 
-# ---- data: the bundle's corpus (xz) decompressed into the work folder ---------------------------
-mkdir -p "$DATA"
-for f in "$here"/data/ding/*.xz; do
-  [ -e "$f" ] || { echo "check.sh: no data in $here/data/ding (bundle made without data?)" >&2; break; }
-  name="$(basename "$f" .xz)"
-  if command -v xz > /dev/null; then
-    xz -dc "$f" > "$DATA/$name"
-  else
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$DATA/$name"
-  fi || echo "check.sh: could not decompress $f" >&2
+# ---- unpack: bin/, lib/ and data/ding/ of the bundle into the work folder; *.xz decompressed
+# (in parallel), anything else linked. Missing pieces show up as failing stages.
+unpack() {  # SRC DEST
+  if [[ "$1" != *.xz ]]; then ln -s "$1" "$2"
+  elif command -v xz > /dev/null; then xz -dc "$1" > "$2"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"
+  fi || echo "check.sh: could not unpack $1" >&2
+}
+unpack_start=$(date +%s.%N)
+mkdir -p "$work/bin" "$work/lib" "$DATA"
+for pair in bin:bin lib:lib data/ding:data; do
+  for f in "$here/${pair%%:*}"/*; do
+    [ -f "$f" ] || continue
+    unpack "$f" "$work/${pair#*:}/$(basename "$f" .xz)" &
+  done
 done
-cp "$here/data/ding/spm.model" "$here/data/ding/vocab_size" "$DATA/" 2> /dev/null
+wait
+chmod +x "$work"/bin/* 2> /dev/null
+unpack_s=$(awk -v s="$unpack_start" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
+echo "[check] unpacked the bundle into $work in $unpack_s s"
 
 # ---- run ----------------------------------------------------------------------------------------
 rows=()
@@ -454,7 +470,7 @@ summary() {
     echo "# attn GPU check: $([ "$dry_run" = 1 ] && echo "DRY RUN on a CPU (no GPU used)" || echo "GPU run")"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), host $(hostname), bundle: $(head -1 "$here/MANIFEST" 2> /dev/null)"
-    echo "elapsed $(( $(date +%s) - t0 )) s of a $budget s budget; logs: check.log, logs.tar.gz"
+    echo "elapsed $(( $(date +%s) - t0 )) s of a $budget s budget (unpacking $unpack_s s); logs: check.log, logs.tar.gz"
     echo
     echo "| # | stage | result | key figures | seconds |"
     echo "|---|---|---|---|---:|"
@@ -468,13 +484,13 @@ for spec in "${STAGES[@]}"; do
   override="ATTN_CHECK_LIMIT_$id"
   limit=${!override:-$limit}
   left=$((budget - ($(date +%s) - t0)))
-  [ "$limit" -gt "$left" ] && limit=$left
   log="$work/logs/$(printf '%02d' $((${#rows[@]} + 1)))-$id.log"
   start=$(date +%s.%N)
-  if [ "$limit" -lt 3 ]; then
+  if [ "$left" -lt 3 ]; then
     result=SKIP figs="the $budget s budget is spent"
     echo "$figs" > "$log"
   else
+    [ "$limit" -gt "$left" ] && limit=$left
     echo "[check $(( $(date +%s) - t0 ))s] $num $id: running (limit $limit s)"
     timeout --kill-after=5 "$limit" bash -c 'stage_main "$1"' check "$id" > "$log" 2>&1
     rc=$?
