@@ -151,10 +151,15 @@ attn_train() {
   echo "+ attn train -c $CONFIGS/demo.yaml ${sets[*]} $*"
   "$ATTN" train -c "$CONFIGS/demo.yaml" "${sets[@]}" "$@"
 }
-# The last training-step line of a train.log: "step N/M | loss L | ... | T tgt tok/s | ..."
+# Key figures of a train.log: where it ended, the last logged step's loss and speed, the last
+# validation loss ("step N/M | loss L | ... | T tgt tok/s | ...", "valid at step N | loss L").
 last_step() {
-  grep -E '\] step [0-9]+/' "$1" | tail -1 |
-    sed -E 's/.*step ([0-9]+)\/[0-9]+ \| loss ([0-9.]+).*\| ([0-9]+) tgt tok\/s.*/step \1, loss \2, \3 tgt tok\/s/'
+  local end step valid
+  end="$(grep -oE '(stopped|finished) at step [0-9]+' "$1" | tail -1)"
+  step="$(grep -E '\] step [0-9]+/' "$1" | tail -1 |
+    sed -E 's/.*step ([0-9]+)\/[0-9]+ \| loss ([0-9.]+).*\| ([0-9]+) tgt tok\/s.*/loss \2 and \3 tgt tok\/s at step \1/')"
+  valid="$(grep -oE 'valid at step [0-9]+ \| loss [0-9.]+' "$1" | tail -1 | sed 's/ |//')"
+  echo "${end:-no end line}${step:+; $step}${valid:+; $valid}"
 }
 stage_main() {
   STAGE_ID=$1
@@ -354,7 +359,7 @@ stage_train() {
   local f
   f="$(last_step "$W/run/train.log" 2> /dev/null)"
   [ $rc = 0 ] || die "attn train exited with $rc${f:+ after $f}"
-  fig "${f:-no step line}$( [ "$DRY" = 1 ] && echo " (10 CPU steps, tiny model)" || echo " after $TRAIN_TIME")"
+  fig "$f ($([ "$DRY" = 1 ] && echo "tiny model on the CPU" || echo "train.max_time $TRAIN_TIME"))"
 }
 
 stage_bleu() {
