@@ -109,8 +109,11 @@ if [ "$dry_run" = 1 ]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 fi
 
-# ---- libraries: the bundle's lib/, the CUDA toolkit's, PyTorch's nvidia/*/lib (cuDNN, NCCL,
-# cuBLAS of the pip packages; on the GPU machine they may exist nowhere else).
+# ---- libraries: the bundle's lib/, PyTorch's nvidia/*/lib (cuDNN, NCCL, cuBLAS, cudart of the
+# pip packages; cuDNN and NCCL may exist nowhere else there), then the CUDA toolkit's. The pip
+# libraries go before the toolkit's because the Python stages run under the same
+# LD_LIBRARY_PATH, which overrides PyTorch's own RUNPATH: PyTorch must get the CUDA libraries
+# it was built with, and attn, built against CUDA 13.0, runs on any 13.x.
 pylibs="$(python3 - 2>/dev/null <<'PY'
 import glob, os
 try:
@@ -123,7 +126,7 @@ except Exception:
     pass
 PY
 )"
-export LD_LIBRARY_PATH="$work/lib:/usr/local/cuda/lib64${pylibs:+:$pylibs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$work/lib${pylibs:+:$pylibs}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # ---- helpers for the stages (each stage runs in `bash -c` under timeout; they are exported)
 fig() { printf '%s\n' "$*" > "$FIGS/$STAGE_ID"; }
