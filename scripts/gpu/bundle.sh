@@ -11,7 +11,8 @@
 #               nvidia packages provide them, matching its driver)
 #   data/ding/  the prepared Ding corpus (mix, valid, test) and spm.model, a joint SentencePiece
 #               model that attn itself trained on mix.en + mix.de with configs/demo.yaml's
-#               settings (`attn train` for one CPU step; vocab_size holds its size)
+#               settings (`attn train` for one CPU step; vocab_size holds its size), and the
+#               corpus binarized by that run (train.bin, valid.bin)
 #   configs/, bench/ (scripts/bench/*.py), check.sh (scripts/gpu/check.sh), MANIFEST (commit,
 #               sizes, and the numbers --estimate records)
 #
@@ -26,9 +27,11 @@
 # Options: --out DIR (default .gpu-bundle), --build-dir DIR (default build-gpu; --estimate:
 # build), --data DIR (a prepared corpus; default data/ding, made by scripts/prepare_ding.sh when
 # missing), --vocab-size N (default: configs/demo.yaml's data.vocab_size), --no-compress (bin/
-# and lib/ as plain files: quick bundles for the dry run; data stays xz'd), --limit-mib N
+# and lib/ as plain files, no size limit: quick bundles for a dry run here; data stays xz'd),
+# --limit-mib N
 # (default 60), -j N (build jobs; default nproc).
-#   ATTN_GPU_ARCH   CUDA architectures of the build (default 90-real: sm_90 machine code, no PTX)
+#   ATTN_GPU_ARCH       CUDA architectures of the build (default 90-real: sm_90 machine code, no PTX)
+#   ATTN_BUNDLE_CACHE   where trained vocabularies are kept (default .cache/gpu-bundle)
 set -uo pipefail
 caller="$(pwd)"
 cd "$(dirname "$0")/../.." || exit 1
@@ -74,11 +77,13 @@ done
 # ---- recorded from a real bundle (MANIFEST's "record" lines), for --estimate -------------------
 # Per binary: host code (stripped, without the .nv_fatbin device code) and the xz'd stripped
 # sm_90 binary; the libraries, uncompressed and xz'd; data/ding/ (xz'd corpus, spm.model).
-declare -A REC_HOST=([attn]=0 [attn_tests]=0 [attn_cuda_tests]=0)
-declare -A REC_XZ=([attn]=0 [attn_tests]=0 [attn_cuda_tests]=0)
-REC_LIBS=0
-REC_LIBS_XZ=0
-REC_DATA=0
+# Recorded 2026-12-07 from commit 6930c35 (CUDA 13.0, sm_90 SASS without PTX; stripped device
+# code: 14,399,376 bytes in each binary, which xz shrinks about sevenfold).
+declare -A REC_HOST=([attn]=3576848 [attn_tests]=6142672 [attn_cuda_tests]=2885168)
+declare -A REC_XZ=([attn]=2258036 [attn_tests]=3051008 [attn_cuda_tests]=2039620)
+REC_LIBS=47341224
+REC_LIBS_XZ=7544696
+REC_DATA=4583693
 
 # The libraries ldd resolves for these binaries, minus those the GPU machine provides.
 bundled_libs() {
@@ -179,10 +184,11 @@ else
   build=${build:-build-gpu}
   echo "== building attn for CUDA arch ${ATTN_GPU_ARCH:-90-real} in $build (-j$jobs)"
   # RPATH (not RUNPATH: it also serves the libraries' own dependencies) $ORIGIN/../lib, so the
-  # unpacked binaries find lib/ even without LD_LIBRARY_PATH.
+  # unpacked binaries find lib/ even without LD_LIBRARY_PATH. CMake escapes $ORIGIN in
+  # BUILD_RPATH for the link command's shell (a raw linker flag would lose it).
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DATTN_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="${ATTN_GPU_ARCH:-90-real}" \
-    "-DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags,-rpath,\$ORIGIN/../lib" > /dev/null ||
+    -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib' > /dev/null ||
     die "cmake configure of $build failed"
   cmake --build "$build" -j"$jobs" --target attn attn_tests attn_cuda_tests ||
     die "the build failed"
@@ -215,8 +221,8 @@ spm_type=${spm_type:-bpe}
 # The SentencePiece model: trained by attn once per corpus and vocabulary, cached in .cache/
 # (git-ignored; on the full corpus it takes about a minute).
 key="$(cat "$data/mix.en" "$data/mix.de" | sha256sum | cut -c1-16)-$vocab-$spm_type"
-spm_cache=".cache/gpu-bundle/spm-$key"
-if [ ! -s "$spm_cache/spm.model" ]; then
+spm_cache="${ATTN_BUNDLE_CACHE:-.cache/gpu-bundle}/spm-$key"
+if [ ! -s "$spm_cache/spm.model" ] || [ ! -s "$spm_cache/train.bin" ]; then
   echo "== training the SentencePiece model ($vocab $spm_type pieces) with attn on $data/mix.*"
   tmp="$(mktemp -d)"
   "${bins[0]}" train -c configs/demo.yaml \
@@ -227,6 +233,11 @@ if [ ! -s "$spm_cache/spm.model" ]; then
     { cat "$tmp/log" >&2; rm -rf "$tmp"; die "attn train (vocabulary) failed"; }
   mkdir -p "$spm_cache" && cp "$tmp/run/spm.model" "$spm_cache/spm.model" ||
     { rm -rf "$tmp"; die "attn wrote no spm.model"; }
+  # The corpus binarized with it (token ids; its fingerprint covers the corpus bytes, the
+  # vocabulary and data.max_len, so a mismatch is rebuilt, never used): saves the GPU machine
+  # the step.
+  cp "$tmp/run/cache/train.bin" "$tmp/run/cache/valid.bin" "$spm_cache/" ||
+    { rm -rf "$tmp"; die "attn wrote no binarized corpus"; }
   rm -rf "$tmp"
 fi
 
@@ -266,6 +277,9 @@ for f in mix.en mix.de valid.en valid.de test.en test.de; do
   xz_file "$data/$f" "$out/data/ding/$f.xz" || die "cannot compress $data/$f"
 done
 cp "$spm_cache/spm.model" "$out/data/ding/" || die "cannot copy the vocabulary"
+for f in train.bin valid.bin; do
+  xz_file "$spm_cache/$f" "$out/data/ding/$f.xz" || die "cannot compress $spm_cache/$f"
+done
 echo "$vocab" > "$out/data/ding/vocab_size"
 cp configs/*.yaml "$out/configs/" && cp scripts/bench/*.py "$out/bench/" &&
   cp scripts/gpu/check.sh "$out/check.sh" && chmod +x "$out/check.sh" || die "cannot copy scripts"
@@ -274,9 +288,9 @@ total=$(dir_bytes "$out")
 commit="$(git rev-parse --short HEAD 2> /dev/null || echo unknown)$(git diff --quiet HEAD 2> /dev/null || echo +dirty)"
 {
   echo "attn $commit, packed $(date -u +%Y-%m-%dT%H:%M:%SZ) from $build ($([ -n "$from" ] && echo "existing build" || echo "CUDA arch ${ATTN_GPU_ARCH:-90-real}"))"
-  echo "vocabulary: spm.model, $vocab $spm_type pieces, trained by attn (1 CPU step of configs/demo.yaml) on $data/mix.en + mix.de"
+  echo "vocabulary: spm.model, $vocab $spm_type pieces, trained by attn (1 CPU step of configs/demo.yaml) on $data/mix.en + mix.de; train.bin, valid.bin: the corpus binarized by that run"
   echo
-  echo "size: $total bytes ($(mib "$total")), limit $limit_mib MiB"
+  echo "size: $total bytes ($(mib "$total")), limit $limit_mib MiB$([ "$compress_bins" = 1 ] || echo " (not applied: --no-compress, for a dry run here)")"
   for b in "${bins[@]}"; do
     n="$(basename "$b")"
     f="$out/bin/$n.xz"
@@ -296,5 +310,8 @@ commit="$(git rev-parse --short HEAD 2> /dev/null || echo unknown)$(git diff --q
   echo "  REC_LIBS=$libs_raw REC_LIBS_XZ=$(dir_bytes "$out/lib") REC_DATA=$(dir_bytes "$out/data/ding")"
 } > "$out/MANIFEST"
 cat "$out/MANIFEST"
-[ "$total" -le "$limit_bytes" ] || die "$out is $(mib "$total"), over the $limit_mib MiB limit"
+# An uncompressed bundle is for the dry run on this machine; it does not travel.
+if [ "$compress_bins" = 1 ] && [ "$total" -gt "$limit_bytes" ]; then
+  die "$out is $(mib "$total"), over the $limit_mib MiB limit"
+fi
 echo "bundle ready: $out; on the GPU machine: bash $(basename "$out")/check.sh (docs/GPU.md)"

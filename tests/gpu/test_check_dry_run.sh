@@ -37,11 +37,13 @@ grep -q 'would exceed 1 MiB' "$tmp/small.log" || fail "no over-limit message: $(
 # ---- a bundle of this build with a tiny corpus (prepare_ding on the committed sample)
 bash "$root/scripts/prepare_ding.sh" --input "$root/tests/data/ding_sample.txt" --out "$tmp/ding" \
   --valid 20 --test 20 > "$tmp/prepare.log" 2>&1 || { cat "$tmp/prepare.log"; fail "prepare_ding failed"; }
-bash "$root/scripts/gpu/bundle.sh" --from-build "$build" --data "$tmp/ding" --vocab-size 200 \
+ATTN_BUNDLE_CACHE="$tmp/cache" bash "$root/scripts/gpu/bundle.sh" --from-build "$build" \
+  --data "$tmp/ding" --vocab-size 200 \
   --out "$tmp/bundle" --no-compress > "$tmp/bundle.log" 2>&1 ||
   { cat "$tmp/bundle.log"; fail "bundle.sh --from-build failed"; }
 for f in MANIFEST check.sh bin/attn bin/attn_tests data/ding/mix.en.xz data/ding/test.de.xz \
-  data/ding/spm.model data/ding/vocab_size configs/demo.yaml configs/base.yaml bench/bench_train.py; do
+  data/ding/spm.model data/ding/vocab_size data/ding/train.bin.xz configs/demo.yaml \
+  configs/base.yaml bench/bench_train.py; do
   [ -s "$tmp/bundle/$f" ] || fail "the bundle lacks $f"
 done
 ls "$tmp/bundle/lib/"libopenblas* > /dev/null 2>&1 || fail "the bundle's lib/ lacks OpenBLAS"
@@ -76,11 +78,13 @@ else
 fi
 expect_row "$s1" "bench train: torch.compile" SKIP "dry run"
 expect_row "$s1" "train on Ding" PASS "finished at step 10;"
+expect_row "$s1" "train on Ding" PASS "the bundle's binarized corpus"
 expect_row "$s1" "translate beam 4 + BLEU" PASS "BLEU "
 expect_row "$s1" "determinism 2 x 20 steps" PASS "identical"
 expect_row "$s1" "world of one (attn)" PASS "rank 0 of 1"
 expect_row "$s1" "NCCL world of one" SKIP "no GPU"
-tar -tzf "$tmp/out1/logs.tar.gz" | grep -q 'logs/train.log' || fail "logs.tar.gz lacks train.log"
+tar -tzf "$tmp/out1/logs.tar.gz" > "$tmp/tar.txt" || fail "logs.tar.gz is not a gzipped tar"
+grep -qx 'logs/train.log' "$tmp/tar.txt" || fail "logs.tar.gz lacks train.log: $(cat "$tmp/tar.txt")"
 grep -q '^======== 6 train: PASS' "$tmp/out1/check.log" || fail "check.log lacks the train stage"
 [ "$(find "$tmp/out1" -type f | wc -l)" -le 8 ] || fail "more files in OUT than the device tool brings back"
 
