@@ -488,7 +488,7 @@ summary() {
   {
     echo "# attn GPU check: $([ "$dry_run" = 1 ] && echo "DRY RUN on a CPU (no GPU used)" || echo "GPU run")"
     echo
-    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), host $(hostname), bundle: $(head -1 "$here/MANIFEST" 2> /dev/null)"
+    echo "$(date -u +%Y-%m-%dT%H:%M:%SZ), host $(uname -n), bundle: $(head -1 "$here/MANIFEST" 2> /dev/null)"
     echo "elapsed $(( $(date +%s) - t0 )) s of a $budget s budget (unpacking $unpack_s s); logs: check.log, logs.tar.gz"
     echo
     echo "| # | stage | result | key figures | seconds |"
