@@ -221,15 +221,16 @@ catch_figs() {
 stage_cuda_tests() {
   local log="$W/logs/cuda_tests.catch.txt" rc
   if [ "$DRY" = 1 ]; then
+    # tee: a stage killed at its limit still has every finished case in its log.
     echo "+ attn_tests [attention],[norm],[loss] --durations yes (the CPU analogue)"
-    "$TESTS" "[attention],[norm],[loss]" --durations yes > "$log" 2>&1
+    "$TESTS" "[attention],[norm],[loss]" --durations yes 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
   else
     [ -x "$CUDA_TESTS" ] || die "no attn_cuda_tests in the bundle"
     echo "+ attn_cuda_tests --durations yes"
-    "$CUDA_TESTS" --durations yes > "$log" 2>&1
+    "$CUDA_TESTS" --durations yes 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
   fi
-  rc=$?
-  cat "$log"
   fig "$(catch_figs "$log")"
   [ $rc = 0 ] || exit 1
 }
@@ -252,9 +253,8 @@ sanitize() {
   [ -n "$cs" ] || die "compute-sanitizer not found"
   local log="$W/logs/$tool.sanitizer.txt"
   echo "+ $cs --tool $tool --error-exitcode 1 attn_cuda_tests [small]"
-  "$cs" --tool "$tool" --error-exitcode 1 "$CUDA_TESTS" "[small]" > "$log" 2>&1
-  local rc=$?
-  cat "$log"
+  "$cs" --tool "$tool" --error-exitcode 1 "$CUDA_TESTS" "[small]" --durations yes 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
   local s
   s="$(grep -E '(ERROR|RACECHECK) SUMMARY' "$log" | tail -1 | sed 's/^========= //')"
   fig "${s:-no sanitizer summary}; $(catch_figs "$log" | cut -d';' -f1)"
