@@ -86,7 +86,9 @@ done
 }
 if [ -n "$only" ]; then
   for id in ${only//,/ }; do
-    [[ " ${STAGES[*]} " == *" $id|"* ]] || { echo "check.sh: --only: no stage '$id'" >&2; exit 2; }
+    found=0
+    for spec in "${STAGES[@]}"; do [ "${spec%%|*}" = "$id" ] && found=1; done
+    [ "$found" = 1 ] || { echo "check.sh: --only: no stage '$id'" >&2; exit 2; }
   done
 fi
 
@@ -133,7 +135,7 @@ skip() { fig "$*"; exit 77; }
 die() { echo "check: $*" >&2; fig "$*"; exit 1; }
 have_torch() { python3 -c "import torch" > /dev/null 2>&1; }
 # Data of the train stages: the bundle's corpus, decompressed once.
-data_ready() { [ -s "$DATA/mix.en" ] || die "no data in $DATA (decompression failed; see the devices log)"; }
+data_ready() { [ -s "$DATA/mix.en" ] || die "no corpus in $DATA (unpacking failed: see check.sh's own output)"; }
 # attn train with the demo config on the bundle's corpus and vocabulary; extra --set's follow.
 attn_train() {
   local outdir=$1
