@@ -10,6 +10,9 @@
 set -uo pipefail
 
 build=${1:?usage: test_check_dry_run.sh BUILD_DIR}
+# check.sh's own settings (limits, injected failures) must not leak in from the caller.
+for v in "${!ATTN_CHECK_@}"; do unset "$v"; done
+unset OUT ATTN_BUNDLE_CACHE
 build="$(cd "$build" && pwd)" || exit 1
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 tmp="$(mktemp -d)"
