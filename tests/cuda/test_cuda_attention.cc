@@ -207,7 +207,8 @@ TEST_CASE("cuda attention: forward and backward match the CPU reference", "[cuda
   }
 }
 
-TEST_CASE("cuda attention: rows that are not 16-byte aligned take the scalar path", "[cuda]") {
+TEST_CASE("cuda attention: rows that are not 16-byte aligned take the scalar path",
+          "[cuda][small]") {
   uint64_t seed = 5000;
   for (const DType dt : kGpuFloatTypes) {
     for (const int64_t d : kHeadDims) {
@@ -217,7 +218,7 @@ TEST_CASE("cuda attention: rows that are not 16-byte aligned take the scalar pat
   }
 }
 
-TEST_CASE("cuda attention: empty query or key ranges", "[cuda]") {
+TEST_CASE("cuda attention: empty query or key ranges", "[cuda][small]") {
   uint64_t seed = 7000;
   for (const DType dt : kGpuFloatTypes) {
     for (const int64_t d : kHeadDims) {
@@ -228,7 +229,8 @@ TEST_CASE("cuda attention: empty query or key ranges", "[cuda]") {
   }
 }
 
-TEST_CASE("cuda attention: the decode kernel (one query row) matches the CPU forward", "[cuda]") {
+TEST_CASE("cuda attention: the decode kernel (one query row) matches the CPU forward",
+          "[cuda][small]") {
   const std::vector<Case> cases = {
       {1, 1, 1, 1, {}},
       {2, 2, 1, 37, {37, 5}},
@@ -244,7 +246,7 @@ TEST_CASE("cuda attention: the decode kernel (one query row) matches the CPU for
   }
 }
 
-TEST_CASE("cuda attention: dropout keeps exactly the elements the CPU keeps", "[cuda]") {
+TEST_CASE("cuda attention: dropout keeps exactly the elements the CPU keeps", "[cuda][small]") {
   // With q = 0 every visible key gets P = 1/n, and with v = the identity (Tk <= D) output
   // element (i, j) is keep_ij / (n (1 - p)): nonzero exactly where dropout_keep says so.
   const int64_t B = 2, H = 2, Tq = 70, Tk = 32;
@@ -288,7 +290,7 @@ TEST_CASE("cuda attention: dropout keeps exactly the elements the CPU keeps", "[
   }
 }
 
-TEST_CASE("cuda attention: ops route to the CUDA kernels, decode included", "[cuda]") {
+TEST_CASE("cuda attention: ops route to the CUDA kernels, decode included", "[cuda][small]") {
   for (const DType dt : kGpuFloatTypes) {
     for (const Case& c : {Case{2, 2, 19, 23, {23, 4}, true, 0.1}, Case{3, 2, 1, 23, {23, 0, 4}}}) {
       const int64_t d = 64;

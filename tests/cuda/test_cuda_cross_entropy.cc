@@ -155,7 +155,7 @@ TEST_CASE("cuda cross_entropy forward and backward against the f64 reference", "
   }
 }
 
-TEST_CASE("cuda cross_entropy: fully ignored batch, no rows, misaligned logits", "[cuda]") {
+TEST_CASE("cuda cross_entropy: fully ignored batch, no rows, misaligned logits", "[cuda][small]") {
   uint64_t seed = 500;
   for (DType dt : kGpuFloatTypes) {
     for (int64_t vocab : {int64_t{7}, int64_t{32003}}) {
@@ -190,7 +190,7 @@ TEST_CASE("cuda cross_entropy: fully ignored batch, no rows, misaligned logits",
   }
 }
 
-TEST_CASE("cuda cross_entropy: bad targets are reported, their rows skipped", "[cuda]") {
+TEST_CASE("cuda cross_entropy: bad targets are reported, their rows skipped", "[cuda][small]") {
   for (DType dt : kGpuFloatTypes) {
     const int64_t rows = 20, vocab = 1000;
     const Tensor logits = random_tensor({rows, vocab}, dt, kGpu, 7, -3.0, 3.0);

@@ -53,7 +53,7 @@ std::string describe(DType dt, int64_t rows, int64_t cols, bool with_res) {
 
 }  // namespace
 
-TEST_CASE("cuda layer_norm forward: y, mean, rstd against the f64 reference", "[cuda]") {
+TEST_CASE("cuda layer_norm forward: y, mean, rstd against the f64 reference", "[cuda][small]") {
   uint64_t seed = 100;
   for (DType dt : kGpuFloatTypes) {
     for (int64_t rows : kRows) {
@@ -81,7 +81,7 @@ TEST_CASE("cuda layer_norm forward: y, mean, rstd against the f64 reference", "[
   }
 }
 
-TEST_CASE("cuda layer_norm backward: dx written, dgamma/dbeta accumulated", "[cuda]") {
+TEST_CASE("cuda layer_norm backward: dx written, dgamma/dbeta accumulated", "[cuda][small]") {
   uint64_t seed = 5000;
   for (DType dt : kGpuFloatTypes) {
     for (int64_t rows : kRows) {
