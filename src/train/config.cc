@@ -53,6 +53,7 @@ void visit_fields(Config& c, V&& v) {
   v("model.relu_dropout", &c.model.relu_dropout);
   v("model.pre_norm", &c.model.pre_norm);
   v("model.share_embeddings", &c.model.share_embeddings);
+  v("model.attention", &c.model.attention);
 
   v("data.train_src", &c.data.train_src);
   v("data.train_tgt", &c.data.train_tgt);
@@ -349,6 +350,16 @@ void validate(const Config& c) {
   }
   // Upper bounds (d_model, d_ff, layers) are the model's own.
   transformer_config(c, 8).validate();
+  // Contradictions inside the config; whether this build and machine have cuDNN is checked
+  // where the model is built (a checkpoint's config must still read back anywhere).
+  if (ops::parse_attention_backend(m.attention, "config: model.attention") ==
+      ops::AttentionBackend::cudnn) {
+    ATTN_CHECK(c.train.device != "cpu", "config: model.attention is cudnn but train.device is "
+               "cpu; cuDNN attention needs a CUDA device (use model.attention: fused)");
+    ATTN_CHECK(c.train.precision != "fp32", "config: model.attention is cudnn but "
+               "train.precision is fp32; cuDNN attention is bf16/fp16 only (use bf16, fp16 or "
+               "auto, or model.attention: fused)");
+  }
 
   const auto& d = c.data;
   ATTN_CHECK(d.synthetic.empty() || d.synthetic == "copy" || d.synthetic == "reverse",

@@ -107,8 +107,10 @@ std::string architecture_difference(const Config& a, const Config& b) {
   const auto va = config_values(a), vb = config_values(b);
   for (size_t i = 0; i < va.size(); ++i) {
     if (va[i].first.rfind("model.", 0) != 0) continue;
-    // Dropout rates do not change the architecture; everything else in `model` does.
+    // Dropout rates and the attention backend do not change the architecture; everything
+    // else in `model` does.
     if (va[i].first.find("dropout") != std::string::npos) continue;
+    if (va[i].first == "model.attention") continue;
     if (va[i].second != vb[i].second)
       return va[i].first + " is " + va[i].second + " in the checkpoint but " + vb[i].second +
              " in the config";
@@ -353,6 +355,7 @@ class Trainer {
   void setup_model() {
     nn::TransformerConfig mc = transformer_config(cfg_, vocab_size_);
     mc.validate();
+    check_attention_device(cfg_, device_);
     Generator init_gen(cfg_.train.seed);
     model_ = std::make_unique<nn::Transformer>(mc, init_gen);
     model_->set_dropout_generator(&dropout_gen_);
@@ -377,6 +380,8 @@ class Trainer {
     so.loss_scale.min_scale = cfg_.train.loss_scale_min;
     engine_ = std::make_unique<StepEngine>(*model_, *adam_, *comm_, so);
     if (device_.is_cuda()) set_allow_tf32(cfg_.train.allow_tf32);
+    if (mc.attention != ops::AttentionBackend::fused)
+      log_->info("attention: {}", ops::attention_backend_description(mc.attention));
     log_->info("precision: {} compute on {}, fp32 master weights{}", dtype_name(so.compute_dtype),
                device_.str(), loss_scaling_ ? fmt::format(", dynamic loss scaling from {}",
                                                           so.loss_scale.init)
