@@ -260,11 +260,17 @@ std::shared_ptr<fe::graph::Graph> build_backward(const GraphKey& k) {
   return g;
 }
 
+// The kind of graph without its sizes: refusals are logged once per kind, not per shape.
+std::string describe_kind(const GraphKey& k) {
+  return detail::str_cat("the ", k.backward ? "backward" : "forward", " ",
+                         k.dtype == 0 ? "bf16" : "f16", " graph with head dim ", k.head_dim,
+                         k.padding ? ", padding" : "", k.causal ? ", causal" : "",
+                         k.dropout_p > 0 ? ", dropout" : "");
+}
+
 std::string describe(const GraphKey& k) {
-  return detail::str_cat(k.backward ? "backward" : "forward", " ", k.dtype == 0 ? "bf16" : "f16",
-                         " B ", k.batch, " H ", k.heads, " Tq ", k.q_len, " Tk ", k.k_len, " D ",
-                         k.head_dim, k.padding ? " padded" : "", k.causal ? " causal" : "",
-                         k.dropout_p > 0 ? " dropout" : "");
+  return detail::str_cat(describe_kind(k), " (B ", k.batch, ", H ", k.heads, ", Tq ", k.q_len,
+                         ", Tk ", k.k_len, ")");
 }
 
 Graph build(const GraphKey& k) {
@@ -309,7 +315,7 @@ const Graph& graph(const GraphKey& k) {
 int64_t workspace_or_refusal(const GraphKey& k, std::string* why_not) {
   const Graph& g = graph(k);
   if (!g.graph) {
-    if (why_not) *why_not = describe(k) + ": " + g.error;
+    if (why_not) *why_not = describe_kind(k) + " (cuDNN: " + g.error + ")";
     return -1;
   }
   return g.workspace;
@@ -318,8 +324,8 @@ int64_t workspace_or_refusal(const GraphKey& k, std::string* why_not) {
 void execute(const GraphKey& k, std::unordered_map<int64_t, void*>& pack, const AttentionArgs& a,
              const int32_t* aux, void* workspace, cudaStream_t stream) {
   const Graph& g = graph(k);
-  ATTN_CHECK(g.graph, "attention (cudnn): cuDNN cannot run this graph (", describe(k), ": ",
-             g.error, "); ask *_cudnn_workspace first");
+  ATTN_CHECK(g.graph, "attention (cudnn): cuDNN cannot run ", describe(k), ": ", g.error,
+             " (ask attention_*_cudnn_workspace first)");
   if (k.padding) {
     pack[kSeqQ] = const_cast<int32_t*>(aux + 4);
     pack[kSeqKV] = const_cast<int32_t*>(a.key_lengths);
@@ -332,9 +338,9 @@ void execute(const GraphKey& k, std::unordered_map<int64_t, void*>& pack, const 
   const cudnnStatus_t s = fe::detail::set_stream(h, stream);
   ATTN_CHECK(s == CUDNN_STATUS_SUCCESS, "attention (cudnn): cudnnSetStream failed: ",
              fe::detail::get_error_string(s));
-  const fe::error_t e = g.graph->execute(h, pack, workspace);
-  ATTN_CHECK(e.is_good(), "attention (cudnn): executing the ", describe(k),
-             " graph failed: ", e.get_message());
+  fe::error_t e = g.graph->execute(h, pack, workspace);
+  ATTN_CHECK(e.is_good(), "attention (cudnn): executing ", describe(k),
+             " failed: ", e.get_message());
 }
 
 }  // namespace

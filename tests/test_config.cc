@@ -98,7 +98,8 @@ TEST_CASE("model.attention: fused by default, cudnn refused where it cannot run"
   Config c = parse_config(base, "c.yaml");
   CHECK(c.model.attention == "fused");
   CHECK(attn::train::transformer_config(c, 8).attention == attn::ops::AttentionBackend::fused);
-  CHECK(to_yaml(c).find("attention: fused") != std::string::npos);
+  CHECK(parse_config(to_yaml(c), "resolved.yaml").model.attention == "fused");
+  CHECK(to_yaml(c).find("attention: \"fused\"") != std::string::npos);
 
   REQUIRE_THROWS_WITH(parse_config(base + "model:\n  attention: flash\n", "c.yaml"),
                       Contains("model.attention") && Contains("fused or cudnn") &&
