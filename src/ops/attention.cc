@@ -79,6 +79,7 @@ std::string cudnn_data_refusal(const Tensor& q, const Tensor& k, const Attention
                                const std::vector<int32_t>& lens) {
   if (q.dtype() != kBF16 && q.dtype() != kF16)
     return std::string(dtype_name(q.dtype())) + " inputs (cuDNN attention is bf16/f16 only)";
+  if (q.numel() == 0 || k.numel() == 0) return "an empty batch, query or key range";
   if (q.size(2) == 1) return "one query row (incremental decoding has its own fused kernel)";
   if (std::find(lens.begin(), lens.end(), 0) != lens.end())
     return "a key length of 0 (a query row with no visible key)";

@@ -6,7 +6,8 @@
 //   fused  attn's own kernels (kernels/attention_cuda.cu): every dtype, the reference.
 //   cudnn  cuDNN's fused SDPA (kernels/attention_cudnn.cc), bf16/f16. A call cuDNN cannot do
 //          runs on `fused` instead and says so once per reason on the log (spdlog warn):
-//          f32 inputs, one query row (incremental decoding, which has its own fused kernel),
+//          f32 inputs, an empty batch/query/key range, one query row (incremental
+//          decoding, which has its own fused kernel),
 //          a query row with no visible key (a key length of 0, or causal with Tq > Tk), or a
 //          graph cuDNN itself refuses (its message is logged). Asking for cudnn where it can
 //          never run is an error instead: CPU tensors, a build without cuDNN, libcudnn.so.9

@@ -162,6 +162,8 @@ TEST_CASE("cudnn attention: calls cuDNN cannot run use fused and say so", "[cuda
       {{3, 2, 1, 23, {23, 7, 4}}, kBF16, "one query row"},
       {{3, 2, 16, 16, {16, 0, 4}}, kF16, "a key length of 0"},
       {{2, 2, 40, 24, {}, true}, kBF16, "causal with Tq > Tk"},
+      {{1, 2, 3, 0, {}}, kBF16, "no keys"},
+      {{1, 2, 0, 5, {}}, kF16, "no queries"},
   };
   for (const Fallback& f : cases) {
     const int64_t d = 64;
