@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "kernels/types.h"
@@ -83,5 +84,55 @@ template <class T>
 void attention_backward_cuda(const AttentionArgs& a, const T* q, const T* k, const T* v,
                              const T* out, const float* lse, const T* grad_out, T* grad_q,
                              T* grad_k, T* grad_v, float* workspace, cudaStream_t stream);
+
+// ---- cuDNN (kernels/attention_cudnn.cc; only in builds with ATTN_WITH_CUDNN) ----
+// cuDNN's fused SDPA (frontend graph API, libcudnn.so.9 loaded with dlopen on first use) for
+// T in {bf16, f16}, head dims 32/64/128 (as cuDNN documents it: d % 8 == 0, d <= 128). The
+// same visibility as above, expressed as cuDNN masks: key_lengths -> padding mask
+// (seq_len_kv = key_lengths, seq_len_q = q_len for every row), causal -> a top-left diagonal
+// band with right bound k_len - q_len (so q_len <= k_len is required when causal), and
+// dropout_p -> cuDNN's own Philox dropout from (seed, offset) (same probability and 1/(1-p)
+// scaling as ours, but different keep bits). cuDNN's `Stats` output, the natural-log
+// log-sum-exp of the scaled scores, is exactly `lse` above, so out/lse have the same meaning as
+// attention_forward_cuda's. Not handled here (the caller checks them first): a row with no
+// visible key (key length 0; causal with q_len > k_len), f32 inputs, q_len == 1 && k_len == 1.
+// Memory convention as above: dq, dk, dv are written (dk and dv are cleared first when
+// key_lengths are given, since cuDNN does not promise to write keys past seq_len_kv).
+// Built graphs are cached per (device, dtype, direction, B, H, Tq, Tk, D, padding, causal,
+// dropout_p); a graph cuDNN refuses is cached as refused.
+
+// Whether libcudnn.so.9 is loaded (the first call tries to load it); if not, *why_not says
+// why in one line. Never throws.
+bool attention_cudnn_available(std::string* why_not);
+// "9.19.0": the loaded cuDNN, and the frontend attn was compiled with ("1.32.0").
+std::string attention_cudnn_version();
+std::string attention_cudnn_frontend_version();
+
+// Graphs in the cache (built or refused), for tests of the cache.
+int64_t attention_cudnn_cached_graphs();
+
+// Device int32 values the cuDNN graphs read, which the caller uploads once per call:
+// [0..3]: seed and offset as two little-endian int64 (read when dropout_p > 0);
+// [4..4+batch): q_len for every batch row (read when key_lengths are given).
+inline int64_t attention_cudnn_aux_ints(const AttentionArgs& a) { return 4 + a.batch; }
+
+// Builds (or finds in the cache) the graph for `a` on the current device and returns its
+// workspace in bytes, or -1 when cuDNN cannot run it, with cuDNN's reason in *why_not.
+// Throws (attn::Error) only when the library is not loaded or the arguments are malformed.
+template <class T>
+int64_t attention_forward_cudnn_workspace(const AttentionArgs& a, std::string* why_not);
+template <class T>
+int64_t attention_backward_cudnn_workspace(const AttentionArgs& a, std::string* why_not);
+
+// Run a graph that *_workspace accepted; `workspace` has at least that many bytes (may be
+// null when it is 0), `aux` is attention_cudnn_aux_ints(a) device ints as described above.
+template <class T>
+void attention_forward_cudnn(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
+                             float* lse, const int32_t* aux, void* workspace, cudaStream_t stream);
+template <class T>
+void attention_backward_cudnn(const AttentionArgs& a, const T* q, const T* k, const T* v,
+                              const T* out, const float* lse, const T* grad_out, T* grad_q,
+                              T* grad_k, T* grad_v, const int32_t* aux, void* workspace,
+                              cudaStream_t stream);
 
 }  // namespace attn::kernels

@@ -21,13 +21,27 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
-# Test-only Python package (no Debian package exists): sacreBLEU, the reference that
-# attn bleu / attn chrf are compared against.
+pip_install() {
+  python3 -m pip install --quiet --disable-pip-version-check "$@" ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$@"
+}
+
+# Python packages with no Debian package: sacreBLEU (test-only: the reference that
+# attn bleu / attn chrf are compared against) and, where the CUDA toolkit is present, the
+# cuDNN frontend's header-only C++ API (nvidia-cudnn-frontend ships include/; CMake asks
+# Python for it) for model.attention: cudnn. --no-deps: only the headers are used, not its
+# Python side; 1.32.0 is the version attn was compiled against. cuDNN 9 itself comes with the toolkit or PyTorch (libcudnn.so.9, loaded at
+# run time).
 install_python_tools() {
   if ! python3 -c "import sacrebleu, sys; sys.exit(sacrebleu.__version__ != '2.6.0')" 2>/dev/null; then
     echo "setup: installing sacrebleu 2.6.0 from PyPI"
-    python3 -m pip install --quiet --disable-pip-version-check "sacrebleu==2.6.0" ||
-      python3 -m pip install --quiet --break-system-packages "sacrebleu==2.6.0"
+    pip_install "sacrebleu==2.6.0"
+  fi
+  if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null; then
+    if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nvidia-cudnn-frontend') != '1.32.0')" 2>/dev/null; then
+      echo "setup: installing the cuDNN frontend 1.32.0 headers (nvidia-cudnn-frontend) from PyPI"
+      pip_install --no-deps "nvidia-cudnn-frontend==1.32.0"
+    fi
   fi
 }
 

@@ -4,7 +4,9 @@
 #include <fstream>
 #include <iterator>
 
+#include "nn/attention.h"
 #include "train/config.h"
+#include "train/model_config.h"
 
 using namespace attn::train;
 using Catch::Contains;
@@ -147,4 +149,54 @@ TEST_CASE("docs/CONFIG.md lists every key as attn keys prints it", "[config][doc
   // Regenerate with scripts/gen_config_doc.sh when a key changes.
   CHECK(doc.find(table) != std::string::npos);
   for (const std::string& key : config_keys()) CHECK(table.find("`" + key + "`") != std::string::npos);
+}
+
+// model.attention: the value, the config's own contradictions (validate), the device training
+// resolved to (check_attention_device), and the build/library (model construction). The last
+// depends on the build: a build without cuDNN must refuse, a build with it must either build
+// the model or name the library that did not load.
+TEST_CASE("model.attention: fused by default, cudnn refused where it cannot run",
+          "[config][attention]") {
+  const std::string base = "data:\n  synthetic: copy\n";
+  Config c = parse_config(base, "c.yaml");
+  CHECK(c.model.attention == "fused");
+  CHECK(attn::train::transformer_config(c, 8).attention == attn::ops::AttentionBackend::fused);
+  CHECK(parse_config(to_yaml(c), "resolved.yaml").model.attention == "fused");
+  CHECK(to_yaml(c).find("attention: \"fused\"") != std::string::npos);
+
+  REQUIRE_THROWS_WITH(parse_config(base + "model:\n  attention: flash\n", "c.yaml"),
+                      Contains("model.attention") && Contains("fused or cudnn") &&
+                          Contains("'flash'"));
+  REQUIRE_THROWS_WITH(
+      parse_config(base + "model:\n  attention: cudnn\ntrain:\n  device: cpu\n", "c.yaml"),
+      Contains("model.attention is cudnn") && Contains("train.device is cpu"));
+  REQUIRE_THROWS_WITH(parse_config(base, "c.yaml",
+                                   {"model.attention=cudnn", "train.precision=fp32"}),
+                      Contains("model.attention is cudnn") && Contains("fp32"));
+
+  // train.device auto reads back (a checkpoint's config must parse on any machine) ...
+  Config cu = parse_config(base + "model:\n  attention: cudnn\n", "c.yaml");
+  CHECK(cu.model.attention == "cudnn");
+  const attn::nn::TransformerConfig mc = attn::train::transformer_config(cu, 8);
+  CHECK(mc.attention == attn::ops::AttentionBackend::cudnn);
+  // ... and is refused once it resolves to the CPU.
+  REQUIRE_THROWS_WITH(attn::train::check_attention_device(cu, attn::Device::cpu()),
+                      Contains("model.attention is cudnn") && Contains("training runs on cpu"));
+  CHECK_NOTHROW(attn::train::check_attention_device(c, attn::Device::cpu()));
+
+  attn::Generator gen(1);
+  if (!attn::ops::attention_backend_built(attn::ops::AttentionBackend::cudnn)) {
+    REQUIRE_THROWS_WITH(attn::nn::MultiHeadAttention(16, 2, 0.0, gen, mc.attention),
+                        Contains("model.attention is cudnn") && Contains("built without"));
+  } else if (std::string why; !attn::ops::attention_backend_available(
+                 attn::ops::AttentionBackend::cudnn, &why)) {
+    REQUIRE_THROWS_WITH(attn::nn::MultiHeadAttention(16, 2, 0.0, gen, mc.attention),
+                        Contains("model.attention is cudnn") && Contains("libcudnn.so.9"));
+  } else {
+    // Built and loadable: the model builds, and CPU tensors are refused by the op.
+    attn::nn::MultiHeadAttention mha(16, 2, 0.0, gen, mc.attention);
+    const attn::Tensor x = attn::Tensor::zeros({1, 3, 16});
+    REQUIRE_THROWS_WITH(mha.forward(x, x, attn::Tensor(), false),
+                        Contains("cudnn backend needs CUDA tensors") && Contains("cpu"));
+  }
 }

@@ -14,8 +14,13 @@ PyTorch rows (median of --reps timed calls after --warmup, torch.cuda.Event on a
   attention.enc_self.*      F.scaled_dot_product_attention(q, k, v, attn_mask=bool [B,1,1,T]
                             key-padding mask from the lengths), whatever backend PyTorch picks;
                             second column: the flash backend with no mask
-                            (sdpa_kernel(SDPBackend.FLASH_ATTENTION)) at the same shapes
-  attention.dec_causal.*    the same with is_causal=True (no padding mask in either column)
+                            (sdpa_kernel(SDPBackend.FLASH_ATTENTION)) at the same shapes;
+                            third column: PyTorch's cuDNN SDPA
+                            (sdpa_kernel(SDPBackend.CUDNN_ATTENTION)) with the same mask as
+                            the first (an error is recorded where it refuses the mask)
+  attention.dec_causal.*    the same with is_causal=True (no padding mask in any column)
+  attention.*.cudnn.*       attn's cudnn backend on the same shapes: the same PyTorch columns,
+                            so attn's fused and cudnn rows both sit beside PyTorch's cuDNN
   layer_norm.*              F.layer_norm(x, (C,), weight, bias, eps=1e-5)
   cross_entropy.*           F.cross_entropy(logits, targets, label_smoothing=0.1,
                             ignore_index=0, reduction="sum")
@@ -97,22 +102,24 @@ def randn(shape, dtype, device, requires_grad=False):
         requires_grad)
 
 
-def attention_fns(row, dtype, device, flash):
-    """(forward fn, backward fn) for an attention row; flash: the flash backend, no mask."""
+def attention_fns(row, dtype, device, backend=None):
+    """(forward fn, backward fn) for an attention row. backend: None (PyTorch's choice, with
+    the key-padding mask), "flash" (no mask) or "cudnn" (cuDNN SDPA, with the mask)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     B, H, T, D = row["shape"]
     causal = row["causal"]
     q, k, v = (randn((B, H, T, D), dtype, device, True) for _ in range(3))
     dout = randn((B, H, T, D), dtype, device)
     mask = None
-    if not causal and not flash:
+    if not causal and backend != "flash":
         lengths = torch.tensor(row["lengths"], device=device)
         mask = (torch.arange(T, device=device)[None, :] < lengths[:, None])[:, None, None, :]
+    kernel = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 
     def fwd():
-        if flash:
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        if backend is not None:
+            with sdpa_kernel(kernel[backend]):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
     out = fwd()
@@ -185,14 +192,16 @@ def torch_row(row, device, timer, seed):
             a, b = randn((n, n), dtype, device), randn((n, n), dtype, device)
             out["ms"], out["ms_min"] = timer(lambda: a @ b)
         elif name.startswith("attention."):
-            fwd, bwd = attention_fns(row, dtype, device, flash=False)
+            fwd, bwd = attention_fns(row, dtype, device)
             out["ms"], out["ms_min"] = timer(fwd if name.endswith(".fwd") else bwd)
             del fwd, bwd
-            try:
-                ffwd, fbwd = attention_fns(row, dtype, device, flash=True)
-                out["flash_ms"], _ = timer(ffwd if name.endswith(".fwd") else fbwd)
-            except RuntimeError as e:  # no flash kernel for this device/dtype
-                out["flash_error"] = str(e).splitlines()[0][:200]
+            for backend in ("flash", "cudnn"):
+                try:
+                    bfwd, bbwd = attention_fns(row, dtype, device, backend)
+                    out[f"{backend}_ms"], _ = timer(bfwd if name.endswith(".fwd") else bbwd)
+                    del bfwd, bbwd
+                except RuntimeError as e:  # no such kernel for this device/dtype/mask
+                    out[f"{backend}_error"] = str(e).splitlines()[0][:200]
         elif name.startswith("layer_norm."):
             fwd, bwd = layer_norm_fns(row, dtype, device)
             out["ms"], out["ms_min"] = timer(fwd if name.endswith(".fwd") else bwd)
@@ -229,11 +238,12 @@ def markdown(attn, rows, meta):
         f"{meta.get('torch_copy_gbps', 0):.1f} GB/s. Matmul: attn {attn['matmul_tflops']:.3g} "
         f"TFLOP/s, PyTorch {meta.get('torch_matmul_tflops', 0):.3g} TFLOP/s.",
         "PyTorch/attn > 1: attn is faster. Attention (mask): SDPA with a boolean key-padding "
-        "mask, backend of PyTorch's choice; flash: SDPA flash backend without a mask.",
+        "mask, backend of PyTorch's choice; flash: SDPA flash backend without a mask; cuDNN: "
+        "SDPA's cuDNN backend with the mask. `.cudnn` rows are attn's cudnn backend.",
         "",
         "| kernel | shape | dtype | attn ms | attn GB/s (% copy) | PyTorch ms | PyTorch/attn "
-        "| PyTorch flash ms | flash/attn |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| PyTorch flash ms | flash/attn | PyTorch cuDNN ms | cuDNN/attn |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for a, t in rows:
         shape = "×".join(str(s) for s in a["shape"])
@@ -247,11 +257,14 @@ def markdown(attn, rows, meta):
             gb = f"{a['gbps']:.1f} ({100 * a['copy_ratio']:.0f}%)"
         t_ms = t.get("ms")
         theirs = fmt_ms(t_ms) if "error" not in t else f"error: {t['error'][:60]}"
-        flash = t.get("flash_ms")
+        is_attention = a["name"].startswith("attention")
+        extra = ""
+        for backend in ("flash", "cudnn"):
+            b_ms = t.get(f"{backend}_ms")
+            extra += (f" {fmt_ms(b_ms)} | {fmt_ratio(b_ms, a_ms)} |" if is_attention else "  |  |")
         lines.append(
             f"| {a['name']} | {shape} | {a['dtype']} | {ours} | {gb} | {theirs} | "
-            f"{fmt_ratio(t_ms, a_ms)} | {fmt_ms(flash) if a['name'].startswith('attention') else ''} | "
-            f"{fmt_ratio(flash, a_ms) if a['name'].startswith('attention') else ''} |")
+            f"{fmt_ratio(t_ms, a_ms)} |{extra}")
     return "\n".join(lines) + "\n"
 
 
@@ -302,8 +315,9 @@ def main():
             meta["torch_copy_gbps"] = a["bytes"] / (t["ms"] * 1e-3) / 1e9
         if a["name"] == "matmul" and "ms" in t:
             meta["torch_matmul_tflops"] = a["flops"] / (t["ms"] * 1e-3) / 1e12
-        print(f"{a['name']:28s} {str(a['shape']):22s} attn {fmt_ms(a.get('ms') or None):>9s} ms"
+        print(f"{a['name']:34s} {str(a['shape']):22s} attn {fmt_ms(a.get('ms') or None):>9s} ms"
               f"  torch {fmt_ms(t.get('ms')):>9s} ms  flash {fmt_ms(t.get('flash_ms')):>9s} ms"
+              f"  cudnn {fmt_ms(t.get('cudnn_ms')):>9s} ms"
               f"{'  ' + t['error'] if 'error' in t else ''}", flush=True)
     md = markdown(attn, rows, meta)
     with open(args.out, "w") as f:

@@ -8,6 +8,7 @@
 
 #include "core/random.h"
 #include "core/tensor.h"
+#include "ops/attention.h"  // AttentionBackend
 
 namespace attn {
 
@@ -54,9 +55,11 @@ Tensor softmax(const Tensor& x);
 // causal: query i may see keys j <= i + (Tk - Tq) (queries aligned to the end of the keys, as
 // in incremental decoding). A query row with no visible key outputs zeros (and gets no
 // gradient). dropout_p > 0 drops attention probabilities (mask from gen, regenerated in
-// backward); pass dropout_p = 0 in evaluation.
+// backward); pass dropout_p = 0 in evaluation. backend: ops/attention.h (cudnn falls back to
+// fused where cuDNN cannot run a call; the backward uses whichever ran).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_lengths = {},
-                 bool causal = false, double dropout_p = 0.0, Generator* gen = nullptr);
+                 bool causal = false, double dropout_p = 0.0, Generator* gen = nullptr,
+                 ops::AttentionBackend backend = ops::AttentionBackend::fused);
 
 // Label-smoothed cross-entropy fused with log-softmax, as PyTorch's
 // cross_entropy(label_smoothing=eps, reduction='sum'): the target distribution is

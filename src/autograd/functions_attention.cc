@@ -50,11 +50,12 @@ Tensor sinusoidal_positions(int64_t length, int64_t dim, int64_t offset, DType d
 }
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_lengths,
-                 bool causal, double dropout_p, Generator* gen) {
+                 bool causal, double dropout_p, Generator* gen, ops::AttentionBackend backend) {
   ops::AttentionOptions opt;
   opt.key_lengths = key_lengths;
   opt.causal = causal;
   opt.dropout_p = dropout_p;
+  opt.backend = backend;
   ops::check_attention_args(q, k, v, opt);
   if (dropout_p > 0.0) {
     Generator& g = gen ? *gen : default_generator();
@@ -68,6 +69,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   if (!autograd::needs_grad({&q, &k, &v})) return out;
   ops::AttentionOptions sopt = opt;
   sopt.key_lengths = saved(key_lengths);
+  sopt.backend = r.backend;  // the backward regenerates the dropout mask of the one that ran
   record_fn(out, OpId::attention, {q, k, v, key_lengths},
             [sq = saved(q), sk = saved(k), sv = saved(v), so = saved(out), lse = r.lse,
              sopt](const Tensor& g) {

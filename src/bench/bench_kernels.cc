@@ -125,8 +125,19 @@ void bench_attention(const KernelBenchOptions& opt, Runner& run) {
     const std::vector<int32_t> lengths = padded_lengths(B, T, opt.seed);
     const double dense_fwd = 4.0 * static_cast<double>(B * opt.heads) * static_cast<double>(T) *
                              static_cast<double>(T) * static_cast<double>(opt.head_dim);
-    for (const bool causal : {false, true}) {
-      const std::string base = causal ? "attention.dec_causal" : "attention.enc_self";
+    // fused always; cudnn beside it on a GPU when this build has it (a machine without
+    // libcudnn.so.9 gets rows that carry the error).
+    std::vector<std::pair<ops::AttentionBackend, bool>> variants;  // (backend, causal)
+    for (const ops::AttentionBackend b : {ops::AttentionBackend::fused, ops::AttentionBackend::cudnn}) {
+      if (b == ops::AttentionBackend::cudnn &&
+          !(opt.device.is_cuda() && ops::attention_backend_built(b)))
+        continue;
+      variants.emplace_back(b, false);
+      variants.emplace_back(b, true);
+    }
+    for (const auto& [backend, causal] : variants) {
+      const std::string base = std::string(causal ? "attention.dec_causal" : "attention.enc_self") +
+                               (backend == ops::AttentionBackend::fused ? "" : ".cudnn");
       const double fwd_flops = causal ? dense_fwd / 2 : dense_fwd;
       // Inputs shared by the forward and backward rows of this variant.
       struct State {
@@ -140,7 +151,14 @@ void bench_attention(const KernelBenchOptions& opt, Runner& run) {
         st->k = run.input(shape, dt, 20 + T);
         st->v = run.input(shape, dt, 30 + T);
         st->opt.causal = causal;
+        st->opt.backend = backend;
         if (!causal) st->opt.key_lengths = Tensor::from_ints(lengths, {B}, opt.device);
+      };
+      // A cudnn row must time cuDNN, not the fused fallback.
+      auto require_ran = [backend](const ops::AttentionResult& r) {
+        ATTN_CHECK(r.backend == backend, "the ", ops::attention_backend_name(backend),
+                   " backend fell back to ", ops::attention_backend_name(r.backend),
+                   " (the log says why)");
       };
       KernelResult fwd = run.make(base + ".fwd", shape, kBF16);
       fwd.causal = causal;
@@ -148,6 +166,7 @@ void bench_attention(const KernelBenchOptions& opt, Runner& run) {
       run.row(fwd, [&] {
         prepare();
         ops::AttentionResult r0 = ops::attention_forward(st->q, st->k, st->v, st->opt);
+        require_ran(r0);
         const double bytes =
             total_bytes({&st->q, &st->k, &st->v, &st->opt.key_lengths, &r0.out, &r0.lse});
         return Runner::Timed{[st] { (void)ops::attention_forward(st->q, st->k, st->v, st->opt); },
@@ -159,6 +178,7 @@ void bench_attention(const KernelBenchOptions& opt, Runner& run) {
       run.row(bwd, [&] {
         prepare();
         ops::AttentionResult r0 = ops::attention_forward(st->q, st->k, st->v, st->opt);
+        require_ran(r0);
         st->out = r0.out;
         st->lse = r0.lse;
         st->dout = run.input(shape, dt, 40 + T);

@@ -9,6 +9,8 @@
 //   matmul                    ops::matmul of two [N, N] bf16 matrices; flops = 2 N^3
 //   attention.enc_self.fwd/bwd  [B, H, T, D], key padding from per-sentence lengths
 //   attention.dec_causal.fwd/bwd  [B, H, T, D], causal, no key padding (as the decoder)
+//   attention.{enc_self,dec_causal}.cudnn.fwd/bwd  the same through the cudnn backend (on a
+//                                GPU, in builds with cuDNN; a fallback to fused is an error row)
 //   layer_norm.fwd/bwd        [rows, cols] in bf16 and in f32, no residual
 //   cross_entropy.fwd/bwd     logits [rows, V] bf16, label smoothing 0.1, ignore_index 0
 // Bytes are the minimum traffic of the op as called: the sizes of every tensor it reads plus

@@ -5,10 +5,11 @@
 namespace attn::nn {
 
 MultiHeadAttention::MultiHeadAttention(int64_t d_model, int64_t heads, double attention_dropout,
-                                       Generator& init_gen)
-    : heads_(heads), attention_dropout_(attention_dropout) {
+                                       Generator& init_gen, ops::AttentionBackend backend)
+    : heads_(heads), attention_dropout_(attention_dropout), backend_(backend) {
   ATTN_CHECK(heads > 0 && d_model > 0 && d_model % heads == 0, "MultiHeadAttention: d_model ",
              d_model, " is not divisible by ", heads, " heads");
+  ops::require_attention_backend(backend, "model.attention");
   q_proj_ = register_module("q_proj", std::make_shared<Linear>(d_model, d_model, true, init_gen));
   k_proj_ = register_module("k_proj", std::make_shared<Linear>(d_model, d_model, true, init_gen));
   v_proj_ = register_module("v_proj", std::make_shared<Linear>(d_model, d_model, true, init_gen));
@@ -38,7 +39,7 @@ Tensor MultiHeadAttention::attend(const Tensor& query, const KVCache& kv, const 
   ATTN_CHECK(!kv.empty(), "MultiHeadAttention: attend needs projected keys and values");
   Tensor q = split_heads(q_proj_->forward(query), heads_);
   const double p = is_training() ? attention_dropout_ : 0.0;
-  Tensor ctx = attention(q, kv.k, kv.v, key_lengths, causal, p, &dropout_generator());
+  Tensor ctx = attention(q, kv.k, kv.v, key_lengths, causal, p, &dropout_generator(), backend_);
   return out_proj_->forward(merge_heads(ctx));
 }
 

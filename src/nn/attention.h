@@ -9,6 +9,7 @@
 #include "core/tensor.h"
 #include "nn/layers.h"
 #include "nn/module.h"
+#include "ops/attention.h"
 
 namespace attn::nn {
 
@@ -22,8 +23,10 @@ struct KVCache {
 class MultiHeadAttention : public Module {
  public:
   // d_model must be divisible by heads; attention_dropout drops attention probabilities in
-  // training mode.
-  MultiHeadAttention(int64_t d_model, int64_t heads, double attention_dropout, Generator& init_gen);
+  // training mode. backend (model.attention): refused here, naming the key, where it cannot
+  // run at all (cudnn in a build without cuDNN or without libcudnn.so.9).
+  MultiHeadAttention(int64_t d_model, int64_t heads, double attention_dropout, Generator& init_gen,
+                     ops::AttentionBackend backend = ops::AttentionBackend::fused);
 
   // query [B, Tq, d], key_value [B, Tk, d] -> [B, Tq, d]. key_lengths (i32 [B], optional)
   // masks keys at or past each row's length; causal lets query i see keys j <= i + Tk - Tq.
@@ -46,6 +49,7 @@ class MultiHeadAttention : public Module {
   std::shared_ptr<Linear> q_proj_, k_proj_, v_proj_, out_proj_;
   int64_t heads_;
   double attention_dropout_;
+  ops::AttentionBackend backend_;
 };
 
 }  // namespace attn::nn

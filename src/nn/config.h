@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "ops/attention.h"
+
 namespace attn::nn {
 
 struct TransformerConfig {
@@ -16,6 +18,8 @@ struct TransformerConfig {
                                    // LN(x + Sublayer(x))
   bool share_embeddings = true;    // source, target and output embeddings tied (needs
                                    // src_vocab == tgt_vocab)
+  // Which attention kernels run on CUDA (ops/attention.h); not part of the architecture.
+  ops::AttentionBackend attention = ops::AttentionBackend::fused;
   double layer_norm_eps = 1e-5;
 
   // Throws attn::Error naming the offending field ("model.d_model must be divisible by

@@ -25,7 +25,7 @@ EncoderLayer::EncoderLayer(const TransformerConfig& cfg, Generator& init_gen)
     : dropout_(cfg.dropout), pre_norm_(cfg.pre_norm) {
   self_attn_ =
       register_module("self_attn", std::make_shared<MultiHeadAttention>(
-                                       cfg.d_model, cfg.heads, cfg.attention_dropout, init_gen));
+                                       cfg.d_model, cfg.heads, cfg.attention_dropout, init_gen, cfg.attention));
   self_attn_norm_ = register_module("self_attn_norm",
                                     std::make_shared<LayerNorm>(cfg.d_model, cfg.layer_norm_eps));
   ffn_ = register_module(
@@ -46,12 +46,12 @@ DecoderLayer::DecoderLayer(const TransformerConfig& cfg, Generator& init_gen)
     : dropout_(cfg.dropout), pre_norm_(cfg.pre_norm) {
   self_attn_ =
       register_module("self_attn", std::make_shared<MultiHeadAttention>(
-                                       cfg.d_model, cfg.heads, cfg.attention_dropout, init_gen));
+                                       cfg.d_model, cfg.heads, cfg.attention_dropout, init_gen, cfg.attention));
   self_attn_norm_ = register_module("self_attn_norm",
                                     std::make_shared<LayerNorm>(cfg.d_model, cfg.layer_norm_eps));
   cross_attn_ =
       register_module("cross_attn", std::make_shared<MultiHeadAttention>(
-                                        cfg.d_model, cfg.heads, cfg.attention_dropout, init_gen));
+                                        cfg.d_model, cfg.heads, cfg.attention_dropout, init_gen, cfg.attention));
   cross_attn_norm_ = register_module("cross_attn_norm",
                                      std::make_shared<LayerNorm>(cfg.d_model, cfg.layer_norm_eps));
   ffn_ = register_module(

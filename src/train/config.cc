@@ -131,6 +131,7 @@ void visit_fields(Config& c, V&& v) {
   v("model.relu_dropout", &m.relu_dropout, probability(), "dropout after the feed-forward ReLU");
   v("model.pre_norm", &m.pre_norm, arch(), "layer norm before each sub-layer (false: after, as in the paper)");
   v("model.share_embeddings", &m.share_embeddings, arch(), "one embedding matrix for source, target and output projection");
+  v("model.attention", &m.attention, one_of({"fused", "cudnn"}), "attention backend: fused (attn's kernels) or cudnn (cuDNN's fused SDPA: CUDA, bf16/fp16; calls it cannot run use fused, logged once); not architecture, attn translate always uses fused");
 
   auto& d = c.data;
   const Rule corpus = Rule().required_unless("data.synthetic");
@@ -446,6 +447,15 @@ void validate(const Config& c) {
   ATTN_CHECK(m.d_model % m.heads == 0, "config: model.d_model (", m.d_model,
              ") must be divisible by model.heads (", m.heads, ")");
   transformer_config(c, 8).validate();  // upper bounds of the model's own (sizes, layers)
+  // Contradictions inside the config; whether this build and machine have cuDNN is checked
+  // where the model is built (a checkpoint's config must still read back anywhere).
+  if (m.attention == "cudnn") {
+    ATTN_CHECK(c.train.device != "cpu", "config: model.attention is cudnn but train.device is "
+               "cpu; cuDNN attention needs a CUDA device (use model.attention: fused)");
+    ATTN_CHECK(c.train.precision != "fp32", "config: model.attention is cudnn but "
+               "train.precision is fp32; cuDNN attention is bf16/fp16 only (use bf16, fp16 or "
+               "auto, or model.attention: fused)");
+  }
   const auto& d = c.data;
   if (!d.synthetic.empty()) {
     check_range(d.synthetic_max_len >= d.synthetic_min_len, "data.synthetic_max_len",

@@ -25,6 +25,10 @@ struct ModelSection {
   double relu_dropout = 0.0;
   bool pre_norm = false;
   bool share_embeddings = true;
+  // fused | cudnn: attn's own attention kernels, or cuDNN's fused SDPA (CUDA, bf16/fp16
+  // training; calls cuDNN cannot run use fused and are logged once). Not architecture: a run
+  // may resume with the other one, and `attn translate` always uses fused.
+  std::string attention = "fused";
 };
 
 struct DataSection {

@@ -114,6 +114,7 @@ class Trainer {
   void set_up_model() {
     nn::TransformerConfig mc = transformer_config(cfg_, data_.vocab_size);
     mc.validate();
+    check_attention_device(cfg_, device_);
     Generator init_gen(cfg_.train.seed);
     model_ = std::make_unique<nn::Transformer>(mc, init_gen);
     model_->set_dropout_generator(&dropout_gen_);
@@ -122,6 +123,8 @@ class Trainer {
     const StepOptions so = step_options(cfg_, device_);
     loss_scaling_ = so.loss_scale.enabled;
     engine_ = std::make_unique<StepEngine>(*model_, *adam_, *comm_, so);
+    if (mc.attention != ops::AttentionBackend::fused)
+      log_->info("attention: {}", ops::attention_backend_description(mc.attention));
     log_->info("precision: {} compute on {}, fp32 master weights{}", dtype_name(so.compute_dtype),
                device_.str(), loss_scaling_ ? fmt::format(", dynamic loss scaling from {}",
                                                           so.loss_scale.init)

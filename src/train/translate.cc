@@ -54,6 +54,9 @@ Translator::Translator(const std::string& checkpoint) {
   }
   Generator init(0);
   nn::TransformerConfig mc = transformer_config(config_, vocab_size_);
+  // model.attention is a training choice: decoding runs one query row at a time, which is
+  // fused's decode kernel either way, and a checkpoint must translate on any machine.
+  mc.attention = ops::AttentionBackend::fused;
   model_ = std::make_unique<nn::Transformer>(mc, init);
   try {
     model_->load_parameters(ck.model);
