@@ -98,6 +98,10 @@ TEST_CASE("average and info", "[translate]") {
   auto info = run_attn_capture({"info", out.string()});
   REQUIRE(info.exit_code() == 0);
   CHECK_THAT(info.out, Contains("averaged_from") && Contains("d_model: 32"));
+  // The keys a resume must keep, from the key list's roles (dropout is not one of them).
+  CHECK_THAT(info.out, Contains("architecture: model.d_model=32 model.heads=") &&
+                           Contains("model.share_embeddings=") &&
+                           !Contains("model.dropout="));
   // The average of a checkpoint with itself is the checkpoint.
   train::average_checkpoints({(ck / "step-00000800").string(), (ck / "step-00000800").string()},
                              (copy_run() / "same").string());
