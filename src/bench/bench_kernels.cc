@@ -135,7 +135,11 @@ void bench_attention(const KernelBenchOptions& opt, Runner& run) {
       variants.emplace_back(b, false);
       variants.emplace_back(b, true);
     }
-    for (const auto& [backend, causal] : variants) {
+    for (const auto& variant : variants) {
+      // Plain variables, not structured bindings: lambdas capture them (clang 14, the fuzz
+      // build's compiler, cannot capture a binding).
+      const ops::AttentionBackend backend = variant.first;
+      const bool causal = variant.second;
       const std::string base = std::string(causal ? "attention.dec_causal" : "attention.enc_self") +
                                (backend == ops::AttentionBackend::fused ? "" : ".cudnn");
       const double fwd_flops = causal ? dense_fwd / 2 : dense_fwd;
