@@ -230,11 +230,18 @@ std::shared_ptr<fe::graph::Graph> new_graph(const GraphKey& k) {
   return g;
 }
 
+// The graph's Q, K and V inputs (forward and backward alike).
+struct QkvInputs {
+  TensorPtr q, k, v;
+};
+QkvInputs qkv_inputs(fe::graph::Graph& g, const GraphKey& k) {
+  return {bhtd(g, k, "Q", kQ, k.q_len), bhtd(g, k, "K", kK, k.k_len),
+          bhtd(g, k, "V", kV, k.k_len)};
+}
+
 std::shared_ptr<fe::graph::Graph> build_forward(const GraphKey& k) {
   auto g = new_graph(k);
-  TensorPtr q = bhtd(*g, k, "Q", kQ, k.q_len);
-  TensorPtr kk = bhtd(*g, k, "K", kK, k.k_len);
-  TensorPtr v = bhtd(*g, k, "V", kV, k.k_len);
+  const auto [q, kk, v] = qkv_inputs(*g, k);
   auto at = fe::graph::SDPA_attributes().set_name("attn_sdpa").set_generate_stats(true);
   set_masks(*g, at, k);
   auto [o, stats] = g->sdpa(q, kk, v, at);
@@ -245,9 +252,7 @@ std::shared_ptr<fe::graph::Graph> build_forward(const GraphKey& k) {
 
 std::shared_ptr<fe::graph::Graph> build_backward(const GraphKey& k) {
   auto g = new_graph(k);
-  TensorPtr q = bhtd(*g, k, "Q", kQ, k.q_len);
-  TensorPtr kk = bhtd(*g, k, "K", kK, k.k_len);
-  TensorPtr v = bhtd(*g, k, "V", kV, k.k_len);
+  const auto [q, kk, v] = qkv_inputs(*g, k);
   TensorPtr o = bhtd(*g, k, "O", kO, k.q_len);
   TensorPtr d_o = bhtd(*g, k, "dO", kDO, k.q_len);
   TensorPtr stats = stats_tensor_dims(g->tensor(fe::graph::Tensor_attributes().set_name("Stats")), k);

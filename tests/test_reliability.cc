@@ -547,19 +547,11 @@ TEST_CASE("errors name the file, key or setting in the user's words", "[reliabil
     CHECK_THAT(error_of([&] { train::TrainerState::parse("{\"step\": 1}", "s.json"); }),
                Contains("s.json: key 'format_version' is missing"));
     // What to_json writes, from_json reads back (every field).
-    train::TrainerState full;
-    full.step = 7;
-    full.batcher_epoch = 2;
-    full.batcher_position = 5;
-    full.adam_step = 6;
-    full.schedule_offset = 1;
-    full.lr = 0.25;
-    full.best_metric = "bleu";
-    full.best_value = 12.5;
-    full.bad_validations = 3;
-    full.loss_scale = train::TrainerState::LossScale{1024.0, 9};
-    full.elapsed_seconds = 4.5;
-    full.finished = true;
+    const train::TrainerState full{.step = 7, .batcher_epoch = 2, .batcher_position = 5,
+                                   .adam_step = 6, .schedule_offset = 1, .lr = 0.25,
+                                   .best_metric = "bleu", .best_value = 12.5,
+                                   .bad_validations = 3, .loss_scale = {{1024.0, 9}},
+                                   .elapsed_seconds = 4.5, .finished = true};
     CHECK(train::TrainerState::from_json(full.to_json(), "s.json").to_json() == full.to_json());
   }
   SECTION("YAML that is not a mapping of names") {

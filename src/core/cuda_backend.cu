@@ -240,14 +240,9 @@ bool allow_tf32() { return g_allow_tf32.load(std::memory_order_relaxed); }
 
 kernels::GemmContext gemm_context(int index) {
   const DeviceContext& ctx = context(index);
-  kernels::GemmContext g;
-  g.device = index;
-  g.stream = ctx.stream;
-  g.blaslt = ctx.blaslt;
-  g.workspace = ctx.workspace;
-  g.workspace_bytes = ctx.workspace_bytes;
-  g.allow_tf32 = allow_tf32();
-  return g;
+  return {.device = index, .stream = ctx.stream, .blaslt = ctx.blaslt,
+          .workspace = ctx.workspace, .workspace_bytes = ctx.workspace_bytes,
+          .allow_tf32 = allow_tf32()};
 }
 
 std::unique_ptr<Allocator> make_allocator(int index) {

@@ -59,12 +59,9 @@ StepOptions step_options(const Config& config, Device device) {
 }
 
 optim::AdamOptions adam_options(const Config& config) {
-  optim::AdamOptions ao;
-  ao.beta1 = config.train.adam_beta1;
-  ao.beta2 = config.train.adam_beta2;
-  ao.eps = config.train.adam_eps;
-  ao.weight_decay = config.train.weight_decay;
-  return ao;
+  const TrainSection& t = config.train;
+  return {.beta1 = t.adam_beta1, .beta2 = t.adam_beta2, .eps = t.adam_eps,
+          .weight_decay = t.weight_decay};
 }
 
 }  // namespace attn::train
