@@ -191,6 +191,7 @@ TrainBenchOptions train_bench_options(const train::Config& c, const TrainBenchFl
   train::Config config = c;
   if (!flags.device.empty()) config.train.device = flags.device;
   if (!flags.precision.empty()) config.train.precision = flags.precision;
+  train::validate(config);  // --device and --precision by the keys' own rules
   TrainBenchOptions o;
   o.device = train::resolve_device(config.train.device, 0,
                                    flags.device.empty() ? "train.device" : "--device");

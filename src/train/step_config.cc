@@ -20,8 +20,6 @@ Device resolve_device(const std::string& setting, int local_rank, const std::str
 DType resolve_precision(const std::string& setting, Device device) {
   if (setting == "auto") return device.is_cuda() ? kBF16 : kF32;
   if (setting == "fp32") return kF32;
-  ATTN_CHECK(setting == "bf16" || setting == "fp16",
-             "train.precision must be auto, fp32, bf16 or fp16, got '", setting, "'");
   ATTN_CHECK(device.is_cuda(), "train.precision is ", setting, " but training runs on ",
              device.str(), "; 16-bit training needs a CUDA device (use train.precision: fp32 or "
              "auto)");

@@ -23,7 +23,8 @@ Device resolve_device(const std::string& setting, int local_rank, const std::str
 
 // train.precision (auto | fp32 | bf16 | fp16) on `device` -> the dtype the model computes in
 // (master weights stay f32). auto is bf16 on CUDA (attn builds for sm_80+), fp32 on the CPU;
-// 16-bit on the CPU is an error naming the key.
+// 16-bit on the CPU is an error naming the key. `setting` is a validated config's (validate()
+// checks the allowed values).
 DType resolve_precision(const std::string& setting, Device device);
 
 // "fp32", "bf16" or "fp16": the train.precision value naming a compute dtype.
