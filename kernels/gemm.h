@@ -34,13 +34,18 @@ struct GemmShape {
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // elements between batch entries
 };
 
-// CPU through OpenBLAS (cblas_sgemm / cblas_dgemm).
+// CPU: f32 through oneDNN's dnnl_sgemm where attn was built with it (ATTN_WITH_ONEDNN), else
+// OpenBLAS; f64 (gradient checks) always through OpenBLAS. oneDNN's JIT kernels use the CPU's
+// widest ISA and ran the demo model's small GEMMs (K or N = 128) 1.2-1.4x faster than
+// OpenBLAS 0.3.21 on a 2-core AVX-512 EPYC (docs/PERFORMANCE.md). ATTN_CPU_GEMM=openblas
+// sends f32 to OpenBLAS as well (for comparison); ONEDNN_MAX_CPU_ISA caps oneDNN's ISA.
 template <class T>
 void gemm_cpu(const GemmShape& s, double alpha, const T* a, const T* b, double beta, T* c);
 
-// The CPU GEMM library and the kernel family it runs on this CPU, e.g. "OpenBLAS 0.3.21,
-// Haswell kernels" (OPENBLAS_CORETYPE overrides the family; results round differently per
-// family, which the test suite checks by running under two of them).
+// The CPU GEMM libraries and the kernels they run on this CPU, e.g. "f32: oneDNN 2.6.3
+// avx512_core kernels; f64: OpenBLAS 0.3.21, Haswell kernels" (OPENBLAS_CORETYPE and
+// ONEDNN_MAX_CPU_ISA override them; results round differently per kernel family, which the
+// test suite checks by running under two of them).
 const char* gemm_cpu_library();
 
 // CUDA through cuBLASLt, for T in float, bf16, f16, always accumulating in fp32 (float uses

@@ -1,7 +1,13 @@
 #include <cblas.h>
 
+#include <cstdlib>
 #include <string>
 
+#ifdef ATTN_WITH_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+#include "base/error.h"
 #include "kernels/gemm.h"
 
 extern "C" char* openblas_get_corename(void);
@@ -10,8 +16,55 @@ extern "C" char* openblas_get_config(void);
 namespace attn::kernels {
 
 namespace {
+
+// ATTN_CPU_GEMM: "onednn" (the default where built with it) or "openblas".
+bool f32_through_onednn() {
+  static const bool onednn = [] {
+    const char* env = std::getenv("ATTN_CPU_GEMM");
+    const std::string choice = env && *env ? env : "";
+#ifdef ATTN_WITH_ONEDNN
+    if (choice.empty() || choice == "onednn") return true;
+#else
+    ATTN_CHECK(choice != "onednn", "ATTN_CPU_GEMM=onednn: attn was built without oneDNN "
+               "(install libdnnl-dev and reconfigure)");
+    if (choice.empty()) return false;
+#endif
+    ATTN_CHECK(choice == "openblas", "ATTN_CPU_GEMM=", choice,
+               ": expected onednn or openblas");
+    return false;
+  }();
+  return onednn;
+}
+
+#ifdef ATTN_WITH_ONEDNN
+const char* onednn_isa_name(dnnl_cpu_isa_t isa) {
+  switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+  }
+}
+#endif
+
 void gemm_one(const GemmShape& s, double alpha, const float* a, const float* b, double beta,
               float* c) {
+#ifdef ATTN_WITH_ONEDNN
+  if (f32_through_onednn()) {
+    // Row-major, like the CBLAS call below.
+    const dnnl_status_t st = dnnl_sgemm(
+        s.trans_a ? 'T' : 'N', s.trans_b ? 'T' : 'N', s.m, s.n, s.k, static_cast<float>(alpha), a,
+        s.trans_a ? s.m : s.k, b, s.trans_b ? s.k : s.n, static_cast<float>(beta), c, s.n);
+    ATTN_CHECK(st == dnnl_success, "oneDNN sgemm failed (status ", static_cast<int>(st),
+               ") for ", s.m, "x", s.n, "x", s.k);
+    return;
+  }
+#endif
   cblas_sgemm(CblasRowMajor, s.trans_a ? CblasTrans : CblasNoTrans,
               s.trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(s.m), static_cast<int>(s.n),
               static_cast<int>(s.k), static_cast<float>(alpha), a,
@@ -45,7 +98,17 @@ const char* gemm_cpu_library() {
     // openblas_get_config() starts with "OpenBLAS <version> ".
     std::string config = openblas_get_config();
     const size_t second_space = config.find(' ', config.find(' ') + 1);
-    return config.substr(0, second_space) + ", " + openblas_get_corename() + " kernels";
+    const std::string openblas =
+        config.substr(0, second_space) + ", " + openblas_get_corename() + " kernels";
+#ifdef ATTN_WITH_ONEDNN
+    if (f32_through_onednn()) {
+      const dnnl_version_t* v = dnnl_version();
+      return "f32: oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+             std::to_string(v->patch) + " " + onednn_isa_name(dnnl_get_effective_cpu_isa()) +
+             " kernels; f64: " + openblas;
+    }
+#endif
+    return openblas;
   }();
   return name.c_str();
 }

@@ -37,6 +37,13 @@ template <class T>
 void copy_2d_cpu(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
                  int64_t cols);
 
+// Broadcast along a new middle axis: out viewed as [outer, n, inner], out[o, j, i] = x[o, i]
+// (ops::expand_dim; the bias rows that linear's GEMM accumulates onto). One parallel loop over
+// the outer * n rows: as n calls of copy_2d_cpu it cost an OpenMP region per bias row, ~16% of
+// a CPU training step of the demo model (docs/PERFORMANCE.md).
+template <class T>
+void expand_axis_cpu(const T* x, T* out, int64_t outer, int64_t n, int64_t inner);
+
 // CUDA launchers (kernels/layout_cuda.cu), T in {float, double, bf16, f16, int32_t}: pure byte
 // movement, bit-identical to the CPU. Source and destination must not overlap.
 template <class T>
@@ -44,9 +51,7 @@ void swap_axes_cuda(const T* x, T* out, const SwapAxesShape& s, cudaStream_t str
 template <class T>
 void copy_2d_cuda(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
                   int64_t cols, cudaStream_t stream);
-// Broadcast along a new middle axis: out viewed as [outer, n, inner], out[o, j, i] = x[o, i]
-// (ops::expand_dim; the bias rows that linear's GEMM accumulates onto). One launch; the CPU
-// does the same with n copy_2d_cpu calls.
+// expand_axis_cpu's counterpart, one launch.
 template <class T>
 void expand_axis_cuda(const T* x, T* out, int64_t outer, int64_t n, int64_t inner,
                       cudaStream_t stream);

@@ -22,9 +22,18 @@ void copy_2d_cpu(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, i
     std::memcpy(dst + r * dst_stride, src + r * src_stride, sizeof(T) * cols);
 }
 
-#define ATTN_INSTANTIATE(T)                                                     \
-  template void swap_axes_cpu<T>(const T*, T*, const SwapAxesShape&);         \
-  template void copy_2d_cpu<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t);
+template <class T>
+void expand_axis_cpu(const T* x, T* out, int64_t outer, int64_t n, int64_t inner) {
+  const int64_t rows = outer * n;
+#pragma omp parallel for if (rows * inner > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(out + r * inner, x + (r / n) * inner, sizeof(T) * inner);
+}
+
+#define ATTN_INSTANTIATE(T)                                                         \
+  template void swap_axes_cpu<T>(const T*, T*, const SwapAxesShape&);             \
+  template void copy_2d_cpu<T>(const T*, int64_t, T*, int64_t, int64_t, int64_t); \
+  template void expand_axis_cpu<T>(const T*, T*, int64_t, int64_t, int64_t);
 ATTN_FOR_EACH_DTYPE(ATTN_INSTANTIATE)
 #undef ATTN_INSTANTIATE
 

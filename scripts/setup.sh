@@ -6,7 +6,9 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libspdlog-dev libfmt-dev libyaml-cpp-dev catch2 libsentencepiece-dev sentencepiece
-  libopenblas-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
+  libopenblas-dev libopenblas-openmp-dev
+  libdnnl-dev  # oneDNN: the CPU's f32 GEMMs (kernels/gemm.h)
+  libopenmpi-dev openmpi-bin nlohmann-json3-dev libcli11-dev
   python3
   procps  # pgrep and ps: tests/dist/test_rank_failure_mpi.sh looks for surviving ranks
   librsvg2-bin  # rsvg-convert: tests render attn plot's SVG to PNG; the demo writes a PNG too

@@ -15,22 +15,30 @@ jobs="$(nproc)"
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${ATTN_CMAKE_ARGS:-}
 cmake --build "$build_dir" -j"$jobs"
 
-# Every CPU test runs under two OpenBLAS kernel families, so that a test which holds only with
+# Every CPU test runs under two GEMM kernel families, so that a test which holds only with
 # one CPU's rounding fails here and not on a user's machine: Haswell (AVX2) and SkylakeX
-# (AVX-512) where the CPU has AVX-512, else Sandybridge (AVX). OPENBLAS_CORETYPE picks the
-# family; `attn devices` shows which one runs, and a mismatch fails the run.
+# (AVX-512) where the CPU has AVX-512, else Sandybridge (AVX). OPENBLAS_CORETYPE picks
+# OpenBLAS's family, ONEDNN_MAX_CPU_ISA caps oneDNN's (the f32 GEMMs where attn has oneDNN) to
+# the same ISA; `attn devices` shows which ones run, and a mismatch fails the run.
+declare -A onednn_isa=([Sandybridge]=avx [Haswell]=avx2 [SkylakeX]=avx512_core)
 families=(Sandybridge)
 grep -qw avx2 /proc/cpuinfo && families=(Haswell Sandybridge)
 grep -qw avx512f /proc/cpuinfo && families=(Haswell SkylakeX)
 for family in "${families[@]}"; do
-  echo "== CPU tests with OpenBLAS's $family kernels"
-  OPENBLAS_CORETYPE="$family" "$build_dir/attn" devices | tee "$build_dir/devices.txt"
+  isa=${onednn_isa[$family]}
+  echo "== CPU tests with OpenBLAS's $family kernels (oneDNN, where built: $isa)"
+  OPENBLAS_CORETYPE="$family" ONEDNN_MAX_CPU_ISA="$isa" "$build_dir/attn" devices |
+    tee "$build_dir/devices.txt"
   grep -q "$family kernels" "$build_dir/devices.txt" || {
     echo "error: OPENBLAS_CORETYPE=$family was not taken by OpenBLAS" >&2
     exit 1
   }
-  OPENBLAS_CORETYPE="$family" ctest --test-dir "$build_dir" -LE cuda --output-on-failure \
-    -j"$jobs" --no-tests=error
+  if grep -q oneDNN "$build_dir/devices.txt" && ! grep -q "oneDNN [0-9.]* $isa kernels" "$build_dir/devices.txt"; then
+    echo "error: ONEDNN_MAX_CPU_ISA=$isa was not taken by oneDNN" >&2
+    exit 1
+  fi
+  OPENBLAS_CORETYPE="$family" ONEDNN_MAX_CPU_ISA="$isa" ctest --test-dir "$build_dir" -LE cuda \
+    --output-on-failure -j"$jobs" --no-tests=error
 done
 
 # ---- Reliability stages (docs/RELIABILITY.md): after the CPU tests pass, a short run of every

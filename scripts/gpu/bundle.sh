@@ -157,7 +157,9 @@ if [ "$estimate" = 1 ]; then
     printf '%-24s %11d  %s\n' "bin/$name.xz" "$est" "$how"
   done
   libs=0
-  while read -r lib; do libs=$((libs + $(stat -L -c %s "$lib"))); done < <(bundled_libs "${present[@]}")
+  # Without oneDNN: the bundle's own build is configured -DATTN_ONEDNN=OFF (its CPU GEMMs do not
+  # matter on the GPU machine), though the build estimated from may have it.
+  while read -r lib; do libs=$((libs + $(stat -L -c %s "$lib"))); done < <(bundled_libs "${present[@]}" | grep -v '/libdnnl\.so')
   est=$REC_LIBS_XZ
   how="recorded xz'd libraries"
   if [ "$libs" -gt "$REC_LIBS" ]; then
@@ -186,7 +188,7 @@ else
   # RPATH (not RUNPATH: it also serves the libraries' own dependencies) $ORIGIN/../lib, so the
   # unpacked binaries find lib/ even without LD_LIBRARY_PATH. CMake escapes $ORIGIN in
   # BUILD_RPATH for the link command's shell (a raw linker flag would lose it).
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DATTN_CUDA=ON \
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DATTN_CUDA=ON -DATTN_ONEDNN=OFF \
     -DCMAKE_CUDA_ARCHITECTURES="${ATTN_GPU_ARCH:-90-real}" \
     -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib' > /dev/null ||
     die "cmake configure of $build failed"

@@ -58,6 +58,8 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
   ATTN_CHECK(o.warmup >= 0, "bench train: --warmup must be >= 0, got ", o.warmup);
   ATTN_CHECK(o.update_freq >= 1, "bench train: update_freq must be >= 1, got ", o.update_freq);
   ATTN_CHECK(!o.batches.batches.empty(), "bench train: no batches");
+  ATTN_CHECK(!o.profile || o.device.is_cpu(), "bench train: --profile times CPU kernels only "
+             "(a CUDA kernel returns before it has run); training runs on ", o.device);
   const DType compute = o.step.compute_dtype;
   ATTN_CHECK(compute == kF32 || o.device.is_cuda(), "bench train: precision ",
              train::precision_name(compute), " needs a CUDA device (training runs on ", o.device,
@@ -109,6 +111,10 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
     // As the trainer: dropout masks from (seed, step).
     dropout_gen.set_state(o.seed, static_cast<uint64_t>(step) << 32);
     synchronize(o.device);
+    if (o.profile && step == o.warmup) {
+      profile::reset();
+      profile::enable(true);
+    }
     const auto t0 = Clock::now();
     const train::StepResult r = engine.step(micro, o.lr);
     synchronize(o.device);
@@ -121,6 +127,10 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
     useful += step_useful;
     res.last_loss = r.tokens > 0 ? r.loss / r.tokens : 0;
     if (r.skipped) ++res.skipped_steps;
+  }
+  if (o.profile) {
+    profile::enable(false);
+    res.profile = profile::entries();
   }
   const AllocatorStats stats = alloc.stats();
   res.peak_mem_bytes = stats.peak_bytes;
@@ -136,6 +146,42 @@ TrainBenchResult run_train_bench(const TrainBenchOptions& o) {
   }
   return res;
 }
+
+namespace {
+json profile_json(const TrainBenchResult& r) {
+  json ops = json::array();
+  for (const profile::Entry& e : r.profile)
+    ops.push_back({{"op", e.name}, {"calls", e.calls}, {"seconds", e.seconds}});
+  return ops;
+}
+
+// The profile as a table: per op, its kernel calls per step, time per step and share of the
+// steps' total; the last row is the time outside every kernel.
+std::string format_profile(const TrainBenchResult& r) {
+  if (r.profile.empty()) return "";
+  double total_ms = 0;
+  for (double ms : r.step_ms) total_ms += ms;
+  const double steps = static_cast<double>(r.step_ms.size());
+  std::string out = "profile over the timed steps (wall time per op's kernel calls):\n";
+  char line[160];
+  std::snprintf(line, sizeof(line), "  %-28s %10s %12s %8s\n", "op", "calls/step", "ms/step",
+                "share");
+  out += line;
+  double kernels_ms = 0;
+  for (const profile::Entry& e : r.profile) {
+    const double ms = e.seconds * 1e3;
+    kernels_ms += ms;
+    std::snprintf(line, sizeof(line), "  %-28s %10.1f %12.2f %7.1f%%\n", e.name.c_str(),
+                  static_cast<double>(e.calls) / steps, ms / steps, 100 * ms / total_ms);
+    out += line;
+  }
+  std::snprintf(line, sizeof(line), "  %-28s %10s %12.2f %7.1f%%\n",
+                "(outside kernels)", "", (total_ms - kernels_ms) / steps,
+                100 * (total_ms - kernels_ms) / total_ms);
+  out += line;
+  return out;
+}
+}  // namespace
 
 json to_json(const TrainBenchResult& r) {
   return {{"tool", "attn bench train"},
@@ -167,7 +213,8 @@ json to_json(const TrainBenchResult& r) {
           {"peak_mem_bytes", r.peak_mem_bytes},
           {"reserved_bytes", r.reserved_bytes},
           {"last_loss", r.last_loss},
-          {"skipped_steps", r.skipped_steps}};
+          {"skipped_steps", r.skipped_steps},
+          {"profile", profile_json(r)}};
 }
 
 std::string format_train_result(const TrainBenchResult& r) {
@@ -184,7 +231,7 @@ std::string format_train_result(const TrainBenchResult& r) {
                 format_bytes(static_cast<double>(r.peak_mem_bytes)).c_str(),
                 format_bytes(static_cast<double>(r.reserved_bytes)).c_str(), r.last_loss,
                 static_cast<long long>(r.skipped_steps));
-  return buf;
+  return buf + format_profile(r);
 }
 
 TrainBenchOptions train_bench_options(const train::Config& c, const TrainBenchFlags& flags) {
@@ -202,6 +249,7 @@ TrainBenchOptions train_bench_options(const train::Config& c, const TrainBenchFl
   o.seed = c.train.seed;
   o.steps = flags.steps;
   o.warmup = flags.warmup;
+  o.profile = flags.profile;
   if (!flags.batches_path.empty()) {
     o.batches = read_batch_file(flags.batches_path);
   } else {

@@ -24,6 +24,7 @@
 
 #include "bench/batches.h"
 #include "core/device.h"
+#include "core/profile.h"
 #include "nn/config.h"
 #include "optim/adam.h"
 #include "train/config.h"
@@ -44,6 +45,7 @@ struct TrainBenchOptions {
   int64_t warmup = 3;
   uint64_t seed = 1;  // model initialisation and dropout
   BatchFile batches;  // step i uses batches (i * update_freq + k) mod count
+  bool profile = false;  // time every kernel call of the timed steps (CPU only; core/profile.h)
 };
 
 struct TrainBenchResult {
@@ -63,6 +65,9 @@ struct TrainBenchResult {
   int64_t reserved_bytes = 0;        // held from the system at the end (caching allocators)
   double last_loss = 0;              // per target token, last timed step (a sanity check)
   int64_t skipped_steps = 0;         // fp16 overflows among the timed steps
+  // With profile: wall time per op's kernel over the timed steps, largest first; the rest of
+  // the steps' time (autograd, allocation, glue) is total - their sum.
+  std::vector<profile::Entry> profile;
 };
 
 // The FLOPs formula above for one micro-batch; `useful` counts real tokens only.
@@ -80,6 +85,7 @@ struct TrainBenchFlags {
   std::string json_path;
   int64_t vocab = 32000;  // in-memory batches only
   int64_t count = 16;     // in-memory batches only
+  bool profile = false;
 };
 
 // The options for `config` (model; the step and Adam as attn train builds them, with

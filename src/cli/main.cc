@@ -28,8 +28,8 @@
 namespace {
 
 int run_devices() {
-  std::cout << "cpu (" << attn::kernels::gemm_cpu_library() << ", " << omp_get_max_threads()
-            << " threads)\n";
+  const std::string gemm = attn::kernels::gemm_cpu_library();  // may fail on a bad ATTN_CPU_GEMM
+  std::cout << "cpu (" << gemm << ", " << omp_get_max_threads() << " threads)\n";
   if (!attn::cuda_built()) {
     std::cout << "cuda: not built (configure with -DATTN_CUDA=ON)\n";
     return 0;
@@ -205,6 +205,9 @@ int main(int argc, char** argv) {
   bench_train->add_option("--json", bt_flags.json_path, "Also write the result as JSON to FILE");
   bench_train->add_option("--vocab", bt_flags.vocab, "Vocabulary of in-memory batches");
   bench_train->add_option("--count", bt_flags.count, "Number of in-memory batches");
+  bench_train->add_flag("--profile", bt_flags.profile,
+                        "Also print the wall time of every op's kernels over the timed steps "
+                        "(CPU only)");
 
   // sacreBLEU spells the flag -lc; CLI11 only takes one-letter short options.
   for (int i = 1; i < argc; ++i)

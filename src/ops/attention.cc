@@ -340,7 +340,7 @@ AttentionGrads attention_backward(const Tensor& grad_out, const Tensor& q, const
   g.v = Tensor::empty_like(v);
   const kernels::AttentionArgs a = make_args(q, k, opt);
   dispatch_float(
-      kOp, q,
+      "attention_backward", q,
       [&](auto t) {
         using T = typename decltype(t)::type;
         using A = kernels::attention_acc_t<T>;

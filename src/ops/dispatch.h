@@ -11,6 +11,7 @@
 #pragma once
 
 #include "core/dispatch.h"
+#include "core/profile.h"
 #include "core/tensor.h"
 
 namespace attn::ops {
@@ -22,6 +23,7 @@ template <class Cpu, class Cuda>
 void dispatch_float(const char* op, const Tensor& t, Cpu&& cpu, Cuda&& cuda) {
   const DType dt = t.dtype();
   if (t.device().is_cpu()) {
+    const profile::Scope scope(op);
     switch (dt) {
       case DType::kF32: cpu(TypeTag<float>{}); return;
       case DType::kF64: cpu(TypeTag<double>{}); return;
@@ -48,6 +50,7 @@ void dispatch_float(const char* op, const Tensor& t, Cpu&& cpu, Cuda&& cuda) {
 template <class Cpu, class Cuda>
 void dispatch_any(const char* op, const Tensor& t, Cpu&& cpu, Cuda&& cuda) {
   if (t.device().is_cpu()) {
+    const profile::Scope scope(op);
     visit_dtype(t.dtype(), cpu);
     return;
   }

@@ -73,9 +73,7 @@ Tensor expand_dim(const Tensor& x, const Shape& shape, int64_t dim) {
       "expand", x,
       [&](auto t) {
         using T = typename decltype(t)::type;
-        for (int64_t j = 0; j < n; ++j)
-          kernels::copy_2d_cpu<T>(x.data<T>(), inner, out.data<T>() + j * inner, n * inner, outer,
-                                  inner);
+        kernels::expand_axis_cpu<T>(x.data<T>(), out.data<T>(), outer, n, inner);
       },
       [&](auto t) {
         using T = typename decltype(t)::type;
