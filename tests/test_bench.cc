@@ -4,9 +4,11 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -312,8 +314,47 @@ TEST_CASE("bench train runs StepEngine steps of a tiny model on the CPU", "[benc
                           "device", "params", "flops_per_step"})
     CHECK(j.contains(key));
 
+  CHECK(r.profile.empty());  // only with --profile
+
   o.step.compute_dtype = kBF16;
   CHECK_THAT(testing::error_of([&] { run_train_bench(o); }), Contains("needs a CUDA device"));
+}
+
+TEST_CASE("bench train --profile times every op's kernels over the timed steps", "[bench]") {
+  TrainBenchOptions o;
+  o.model = testing::tiny_transformer_config(24, 24);
+  BatchGenOptions g;
+  g.max_tokens = 64;
+  g.count = 2;
+  g.vocab = 24;
+  o.batches = generate_batches(g);
+  o.steps = 2;
+  o.warmup = 1;
+  o.profile = true;
+  const TrainBenchResult r = run_train_bench(o);
+  CHECK_FALSE(profile::enabled());  // off again after the run
+  std::map<std::string, profile::Entry> by_op;
+  double kernels_s = 0;
+  for (const profile::Entry& e : r.profile) {
+    by_op[e.name] = e;
+    kernels_s += e.seconds;
+  }
+  // The step's kernels are there, counted per timed step (not the warm-up).
+  for (const char* op : {"linear", "attention", "attention_backward", "layer_norm",
+                         "layer_norm_backward", "cross_entropy", "cross_entropy_backward",
+                         "adam_step", "embedding"})
+    CHECK(by_op.count(op) == 1);
+  REQUIRE(by_op.count("cross_entropy") == 1);
+  CHECK(by_op["cross_entropy"].calls == 2);
+  double total_ms = 0;
+  for (double ms : r.step_ms) total_ms += ms;
+  CHECK(kernels_s * 1e3 <= total_ms);
+  const std::string text = format_train_result(r);
+  CHECK_THAT(text, Contains("attention_backward") && Contains("(outside kernels)"));
+  CHECK(to_json(r)["profile"].size() == r.profile.size());
+
+  o.device = Device::cuda(0);
+  CHECK_THAT(testing::error_of([&] { run_train_bench(o); }), Contains("CPU kernels only"));
 }
 
 TEST_CASE("attn bench train reads a config and a batch file", "[bench]") {
