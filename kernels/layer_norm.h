@@ -5,7 +5,8 @@
 // Tensors are contiguous [rows, cols]. The forward also writes the per-row mean and rstd
 // (CPU: in T, f32 statistics for f32 data, f64 for f64; CUDA: float for every data type,
 // so bf16/f16 activations keep fp32 statistics) so that the backward needs no second
-// reduction; the CPU kernel accumulates in double whatever T is, the CUDA kernels in float.
+// reduction; the CPU kernel accumulates in T (float for f32, as the CUDA kernels; double for
+// f64, the gradient checks' reference).
 // The backward recomputes s from x and residual instead of keeping it, so the fused add
 // costs no memory. s is rounded to T before it is normalised, as a separate add would.
 //

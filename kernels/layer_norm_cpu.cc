@@ -1,5 +1,9 @@
-// CPU reference for kernels/layer_norm.h. One row per iteration, statistics in double;
-// rows are spread over OpenMP threads when there is enough work to pay for the fork.
+// CPU reference for kernels/layer_norm.h. One row per iteration; rows are spread over OpenMP
+// threads when there is enough work to pay for the fork. f64 data: statistics in double, one
+// scalar accumulator (the gradient checks' reference). f32 data: row statistics in float, as
+// the CUDA kernels keep them, in `omp simd` loops that vectorise (the double form, converting
+// every element, was ~6% of a demo-model CPU training step; docs/PERFORMANCE.md); dgamma and
+// dbeta, sums over all rows, still accumulate in double.
 #include <cmath>
 #include <vector>
 
@@ -108,13 +112,120 @@ void layer_norm_backward_cpu(const T* dy, const T* x, const T* residual, const T
   }
 }
 
+namespace {
+
+// One row of the f32 forward; kResidual: s = x + residual (rounded to float), else s = x.
+template <bool kResidual>
+void forward_row_f32(const float* xr, const float* rr, const float* gamma, const float* beta,
+                     float eps, int64_t cols, float* yr, float* mean, float* rstd) {
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < cols; ++j) sum += kResidual ? xr[j] + rr[j] : xr[j];
+  const float mu = sum / static_cast<float>(cols);
+  // Two passes: the one-pass E[s^2] - E[s]^2 cancels catastrophically for large means.
+  float sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t j = 0; j < cols; ++j) {
+    const float d = (kResidual ? xr[j] + rr[j] : xr[j]) - mu;
+    sq += d * d;
+  }
+  const float rs = 1.0f / std::sqrt(sq / static_cast<float>(cols) + eps);
+#pragma omp simd
+  for (int64_t j = 0; j < cols; ++j)
+    yr[j] = ((kResidual ? xr[j] + rr[j] : xr[j]) - mu) * rs * gamma[j] + beta[j];
+  *mean = mu;
+  *rstd = rs;
+}
+
+// One row of the f32 backward: dx of the row, its dgamma / dbeta terms added to dg / db, which
+// stay in double (they sum over every row of the batch: thousands of terms).
+template <bool kResidual>
+void backward_row_f32(const float* dyr, const float* xr, const float* rr, const float* gamma,
+                      float mu, float rs, int64_t cols, float* dxr, double* dg, double* db) {
+  float sum_g = 0, sum_gx = 0;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
+  for (int64_t j = 0; j < cols; ++j) {
+    const float xhat = ((kResidual ? xr[j] + rr[j] : xr[j]) - mu) * rs;
+    const float g = dyr[j] * gamma[j];
+    sum_g += g;
+    sum_gx += g * xhat;
+    dg[j] += static_cast<double>(dyr[j] * xhat);
+    db[j] += static_cast<double>(dyr[j]);
+  }
+  const float mean_g = sum_g / static_cast<float>(cols);
+  const float mean_gx = sum_gx / static_cast<float>(cols);
+#pragma omp simd
+  for (int64_t j = 0; j < cols; ++j) {
+    const float xhat = ((kResidual ? xr[j] + rr[j] : xr[j]) - mu) * rs;
+    dxr[j] = rs * (dyr[j] * gamma[j] - mean_g - xhat * mean_gx);
+  }
+}
+
+}  // namespace
+
+template <>
+void layer_norm_forward_cpu<float>(const float* x, const float* residual, const float* gamma,
+                                   const float* beta, double eps, int64_t rows, int64_t cols,
+                                   float* y, float* mean, float* rstd) {
+  const float e = static_cast<float>(eps);
+#pragma omp parallel for schedule(static) if (rows > 1 && rows * cols >= kParallelElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    if (residual)
+      forward_row_f32<true>(x + r * cols, residual + r * cols, gamma, beta, e, cols, y + r * cols,
+                            mean + r, rstd + r);
+    else
+      forward_row_f32<false>(x + r * cols, nullptr, gamma, beta, e, cols, y + r * cols, mean + r,
+                             rstd + r);
+  }
+}
+
+template <>
+void layer_norm_backward_cpu<float>(const float* dy, const float* x, const float* residual,
+                                    const float* gamma, const float* mean, const float* rstd,
+                                    int64_t rows, int64_t cols, float* dx, float* dgamma,
+                                    float* dbeta) {
+  int nthreads = 1;
+#ifdef _OPENMP
+  if (rows > 1 && rows * cols >= kParallelElements) nthreads = omp_get_max_threads();
+#endif
+  // Per-thread dgamma/dbeta slices, added in thread order (independent of scheduling).
+  std::vector<double> partial(static_cast<size_t>(2 * cols * nthreads), 0.0);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    double* dg = partial.data() + 2 * cols * tid;
+    double* db = dg + cols;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * cols;
+      if (residual)
+        backward_row_f32<true>(dy + o, x + o, residual + o, gamma, mean[r], rstd[r], cols, dx + o,
+                               dg, db);
+      else
+        backward_row_f32<false>(dy + o, x + o, nullptr, gamma, mean[r], rstd[r], cols, dx + o, dg,
+                                db);
+    }
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    double sg = 0, sb = 0;
+    for (int t = 0; t < nthreads; ++t) {
+      sg += partial[2 * cols * t + j];
+      sb += partial[2 * cols * t + cols + j];
+    }
+    dgamma[j] = static_cast<float>(static_cast<double>(dgamma[j]) + sg);
+    dbeta[j] = static_cast<float>(static_cast<double>(dbeta[j]) + sb);
+  }
+}
+
 #define ATTN_LAYER_NORM_INSTANTIATE(T)                                                             \
   template void layer_norm_forward_cpu<T>(const T*, const T*, const T*, const T*, double, int64_t, \
                                           int64_t, T*, T*, T*);                                    \
   template void layer_norm_backward_cpu<T>(const T*, const T*, const T*, const T*, const T*,       \
                                            const T*, int64_t, int64_t, T*, T*, T*);
-ATTN_LAYER_NORM_INSTANTIATE(float)
-ATTN_LAYER_NORM_INSTANTIATE(double)
+ATTN_LAYER_NORM_INSTANTIATE(double)  // float: the specialisations above
 #undef ATTN_LAYER_NORM_INSTANTIATE
 
 }  // namespace attn::kernels

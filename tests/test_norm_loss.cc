@@ -328,21 +328,28 @@ TEST_CASE("f32 and f64 forward and backward agree", "[norm][loss][softmax]") {
   const double rel = 1e-5;
 
   SECTION("layer_norm") {
-    auto [x32, x64] = f32_f64_pair({300, 128}, gen);
-    auto [r32, r64] = f32_f64_pair({300, 128}, gen);
-    auto [g32, g64] = f32_f64_pair({128}, gen);
-    auto [b32, b64] = f32_f64_pair({128}, gen);
-    auto [dy32, dy64] = f32_f64_pair({300, 128}, gen);
-    ops::LayerNormOutput f32 = ops::layer_norm_forward(x32, g32, b32, 1e-5, r32);
-    ops::LayerNormOutput f64 = ops::layer_norm_forward(x64, g64, b64, 1e-5, r64);
-    require_agree(f32.y, f64.y, rel);
-    require_agree(f32.mean, f64.mean, rel);
-    require_agree(f32.rstd, f64.rstd, rel);
-    ops::LayerNormGrads d32 = ops::layer_norm_backward(dy32, x32, r32, g32, f32.mean, f32.rstd);
-    ops::LayerNormGrads d64 = ops::layer_norm_backward(dy64, x64, r64, g64, f64.mean, f64.rstd);
-    require_agree(d32.dx, d64.dx, rel);
-    require_agree(d32.dgamma, d64.dgamma, rel);
-    require_agree(d32.dbeta, d64.dbeta, rel);
+    // With and without the fused residual; a row length that is no multiple of a vector width.
+    for (const auto& [rows, cols] : {std::pair<int64_t, int64_t>{300, 128}, {1000, 37}}) {
+      for (const bool with_residual : {true, false}) {
+        INFO(rows << " x " << cols << (with_residual ? ", residual" : ""));
+        auto [x32, x64] = f32_f64_pair({rows, cols}, gen);
+        auto [r32, r64] = f32_f64_pair({rows, cols}, gen);
+        if (!with_residual) r32 = r64 = Tensor();
+        auto [g32, g64] = f32_f64_pair({cols}, gen);
+        auto [b32, b64] = f32_f64_pair({cols}, gen);
+        auto [dy32, dy64] = f32_f64_pair({rows, cols}, gen);
+        ops::LayerNormOutput f32 = ops::layer_norm_forward(x32, g32, b32, 1e-5, r32);
+        ops::LayerNormOutput f64 = ops::layer_norm_forward(x64, g64, b64, 1e-5, r64);
+        require_agree(f32.y, f64.y, rel);
+        require_agree(f32.mean, f64.mean, rel);
+        require_agree(f32.rstd, f64.rstd, rel);
+        ops::LayerNormGrads d32 = ops::layer_norm_backward(dy32, x32, r32, g32, f32.mean, f32.rstd);
+        ops::LayerNormGrads d64 = ops::layer_norm_backward(dy64, x64, r64, g64, f64.mean, f64.rstd);
+        require_agree(d32.dx, d64.dx, rel);
+        require_agree(d32.dgamma, d64.dgamma, rel);
+        require_agree(d32.dbeta, d64.dbeta, rel);
+      }
+    }
   }
   SECTION("softmax") {
     auto [x32, x64] = f32_f64_pair({300, 128}, gen);
