@@ -1,166 +1,377 @@
-// CPU reference for kernels/attention.h. Loops with the head dimension innermost (rows
-// of q, k, v, o are contiguous): the forward parallelises over query rows of all heads, the
-// backward over (batch, head) pairs because dK and dV sum over the query rows of a head.
-// f32 dot products go through 8 lanes (two f32x4 partial sums, added pairwise at the end): a
-// single scalar accumulator made every score wait on the previous add, and the dot products
-// were a fifth of a demo-model training step (docs/PERFORMANCE.md).
+// CPU reference for kernels/attention.h, parallel over (batch, head) pairs. Per pair, the
+// scores of all its query rows are materialised in per-thread scratch ([Tq, Tk], a few KiB at
+// MT lengths) and every product is a small row-major GEMM (small_gemm) that keeps a 4-row by
+// 2-vector block of its output in registers while it runs over the inner dimension; the score
+// rows are padded to 16 columns (zero keys) so that no block ends in a scalar remainder. Keys
+// that no query row of a pair sees (padding) are never read.
+//
+// The f32 kernels are built twice from one body: for the baseline x86-64 ISA (4-float vectors)
+// and, on x86-64, with AVX2 + FMA (8-float vectors; GCC/Clang's target attribute on the
+// function that holds the OpenMP loop, so that its outlined body is compiled for it; the
+// per-head bodies are always-inline, so nothing compiled for AVX2 is shared with the baseline
+// build). The AVX2 build runs where the CPU has both, unless ATTN_CPU_ISA=baseline.
+//
+// The row-at-a-time form this replaced (a dot product per key, rank-1 updates of dK and dV per
+// query row, about 100 instructions per key in SSE2) took a fifth of a demo-model training
+// step; docs/PERFORMANCE.md. f32 softmax exponentials use exp_f32 (kernels/cpu_math.h), which
+// vectorises where libm's expf cannot. f64 (the gradient checks) runs the same steps in scalar
+// loops.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
+#include "base/error.h"
 #include "kernels/attention.h"
 #include "kernels/cpu_math.h"
 #include "kernels/dropout.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ATTN_ATTENTION_AVX2 1
+#else
+#define ATTN_ATTENTION_AVX2 0
+#endif
 
 namespace attn::kernels {
 
 namespace {
 
-inline float dot_f32(const float* x, const float* y, int64_t n) {
-  f32x4 s0{}, s1{};
-  int64_t d = 0;
-  for (; d + 8 <= n; d += 8) {
-    s0 += load4(x + d) * load4(y + d);
-    s1 += load4(x + d + 4) * load4(y + d + 4);
-  }
-  for (; d + 4 <= n; d += 4) s0 += load4(x + d) * load4(y + d);
-  s0 += s1;
-  float s = (s0[0] + s0[1]) + (s0[2] + s0[3]);
-  for (; d < n; ++d) s += x[d] * y[d];
-  return s;
+#define ATTN_ALWAYS_INLINE inline __attribute__((always_inline))
+
+using v4f = float __attribute__((vector_size(16)));
+using v8f = float __attribute__((vector_size(32)));
+
+// The vector type of a build, or Scalar for f64.
+struct Scalar {};
+
+// By reference, never by value: a 32-byte vector passed by value would take the AVX calling
+// convention in the baseline build (GCC's -Wpsabi); these are always inlined anyway.
+template <class V>
+ATTN_ALWAYS_INLINE void loadv(V& v, const float* p) {
+  __builtin_memcpy(&v, p, sizeof(v));
+}
+template <class V>
+ATTN_ALWAYS_INLINE void storev(float* p, const V& v) {
+  __builtin_memcpy(p, &v, sizeof(v));
 }
 
-template <class A, class T>
-A dot(const T* x, const T* y, int64_t n) {
-  if constexpr (std::is_same_v<T, float> && std::is_same_v<A, float>) {
-    return dot_f32(x, y, n);
+// c[i, j] = alpha * sum_kk a[i, kk] b[kk, j] for i < m, j < n (row-major, leading dimensions
+// lda, ldb, ldc). Blocks of 4 rows x 2 vectors of c are accumulated in registers over kk.
+template <class V, class A>
+ATTN_ALWAYS_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, A alpha, const A* a,
+                                   int64_t lda, const A* b, int64_t ldb, A* c, int64_t ldc) {
+  int64_t j0 = 0;
+  if constexpr (!std::is_same_v<V, Scalar>) {
+    constexpr int64_t W = sizeof(V) / sizeof(float);
+    for (; j0 + 2 * W <= n; j0 += 2 * W) {
+      int64_t i = 0;
+      for (; i + 4 <= m; i += 4) {
+        V c00{}, c01{}, c10{}, c11{}, c20{}, c21{}, c30{}, c31{};
+        const A* a0 = a + i * lda;
+        for (int64_t kk = 0; kk < k; ++kk) {
+          V b0, b1;
+          loadv(b0, b + kk * ldb + j0);
+          loadv(b1, b + kk * ldb + j0 + W);
+          const V x0 = V{} + a0[kk], x1 = V{} + a0[lda + kk], x2 = V{} + a0[2 * lda + kk],
+                  x3 = V{} + a0[3 * lda + kk];
+          c00 += x0 * b0;
+          c01 += x0 * b1;
+          c10 += x1 * b0;
+          c11 += x1 * b1;
+          c20 += x2 * b0;
+          c21 += x2 * b1;
+          c30 += x3 * b0;
+          c31 += x3 * b1;
+        }
+        A* ci = c + i * ldc + j0;
+        storev(ci, V(c00 * alpha));
+        storev(ci + W, V(c01 * alpha));
+        storev(ci + ldc, V(c10 * alpha));
+        storev(ci + ldc + W, V(c11 * alpha));
+        storev(ci + 2 * ldc, V(c20 * alpha));
+        storev(ci + 2 * ldc + W, V(c21 * alpha));
+        storev(ci + 3 * ldc, V(c30 * alpha));
+        storev(ci + 3 * ldc + W, V(c31 * alpha));
+      }
+      for (; i < m; ++i) {
+        V c0{}, c1{};
+        for (int64_t kk = 0; kk < k; ++kk) {
+          const V x = V{} + a[i * lda + kk];
+          V b0, b1;
+          loadv(b0, b + kk * ldb + j0);
+          loadv(b1, b + kk * ldb + j0 + W);
+          c0 += x * b0;
+          c1 += x * b1;
+        }
+        storev(c + i * ldc + j0, V(c0 * alpha));
+        storev(c + i * ldc + j0 + W, V(c1 * alpha));
+      }
+    }
+  }
+  if (j0 == n) return;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = j0; j < n; ++j) c[i * ldc + j] = 0;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const A x = a[i * lda + kk];
+      const A* bk = b + kk * ldb;
+      A* ci = c + i * ldc;
+      for (int64_t j = j0; j < n; ++j) ci[j] += x * bk[j];
+    }
+    for (int64_t j = j0; j < n; ++j) c[i * ldc + j] *= alpha;
+  }
+}
+
+template <class A>
+ATTN_ALWAYS_INLINE A exp_acc(A x) {
+  if constexpr (std::is_same_v<A, float>) {
+    return exp_f32(x);
   } else {
-    A s = 0;
-    for (int64_t d = 0; d < n; ++d) s += static_cast<A>(x[d]) * static_cast<A>(y[d]);
-    return s;
+    return std::exp(x);
   }
 }
 
-int64_t key_length(const AttentionArgs& a, int64_t b) {
+ATTN_ALWAYS_INLINE int64_t key_length(const AttentionArgs& a, int64_t b) {
   return a.key_lengths ? a.key_lengths[b] : a.k_len;
+}
+
+// Score rows in scratch: Tk rounded up to 16 columns (2 vectors of 8 floats).
+ATTN_ALWAYS_INLINE int64_t padded(int64_t n) { return (n + 15) / 16 * 16; }
+
+// xt[c * ldt + r] = x[r * cols + c] for r < rows, and zeros in columns [rows, pad) of xt.
+template <class A, class T>
+ATTN_ALWAYS_INLINE void transpose_pad(const T* x, int64_t rows, int64_t cols, int64_t pad, A* xt,
+                                      int64_t ldt) {
+  for (int64_t c = 0; c < cols; ++c) {
+    A* row = xt + c * ldt;
+    for (int64_t r = 0; r < rows; ++r) row[r] = static_cast<A>(x[r * cols + c]);
+    for (int64_t r = rows; r < pad; ++r) row[r] = A(0);
+  }
+}
+
+// Dropout factor of probability (r, j): 0 or 1 / (1 - p).
+template <class A>
+ATTN_ALWAYS_INLINE A dropout_factor(const AttentionArgs& a, int64_t r, int64_t j, A keep_scale) {
+  const uint64_t idx = static_cast<uint64_t>(r * a.k_len + j);
+  return dropout_keep(a.seed, a.offset, idx, a.dropout_p) ? keep_scale : A(0);
+}
+
+// Scratch of one thread, sized for the call.
+template <class A>
+struct Scratch {
+  std::vector<A> kt, vt, s, dp, dst, pdt;
+  Scratch(const AttentionArgs& a, bool backward) {
+    const size_t tkp = static_cast<size_t>(padded(a.k_len)), tq = static_cast<size_t>(a.q_len);
+    const size_t d = static_cast<size_t>(a.head_dim), tk = static_cast<size_t>(a.k_len);
+    kt.resize(d * tkp);
+    s.resize(tq * tkp);
+    if (backward) {
+      vt.resize(d * tkp);
+      dp.resize(tq * tkp);
+      dst.resize(tk * tq);
+      pdt.resize(tk * tq);
+    }
+  }
+};
+
+// Forward of one (batch, head) pair bh.
+template <class V, class T>
+ATTN_ALWAYS_INLINE void forward_head(const AttentionArgs& a, const T* q, const T* k, const T* v,
+                                     T* out, attention_acc_t<T>* lse, int64_t bh,
+                                     Scratch<T>& w) {
+  using A = T;
+  const int64_t Tq = a.q_len, Tk = a.k_len, D = a.head_dim, Tkp = padded(Tk);
+  const bool drop = a.dropout_p > 0.0f;
+  const A keep_scale = static_cast<A>(1.0 / (1.0 - static_cast<double>(a.dropout_p)));
+  const int64_t kl = key_length(a, bh / a.heads);
+  const int64_t seen = attention_visible_keys(kl, Tq - 1, Tq, Tk, a.causal);
+  const T* qh = q + bh * Tq * D;
+  T* oh = out + bh * Tq * D;
+  A* lh = lse + bh * Tq;
+  A* s = w.s.data();
+  const int64_t cols = padded(seen);
+  transpose_pad(k + bh * Tk * D, seen, D, cols, w.kt.data(), Tkp);
+  small_gemm<V>(Tq, cols, D, static_cast<A>(a.scale), qh, D, w.kt.data(), Tkp, s, Tkp);
+  for (int64_t i = 0; i < Tq; ++i) {
+    const int64_t n = attention_visible_keys(kl, i, Tq, Tk, a.causal);
+    A* si = s + i * Tkp;
+    std::fill(si + n, si + seen, A(0));
+    if (n == 0) {
+      lh[i] = -std::numeric_limits<A>::infinity();
+      continue;
+    }
+    A m = -std::numeric_limits<A>::infinity();
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, si[j]);
+    A sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < n; ++j) {
+      si[j] = exp_acc(si[j] - m);
+      sum += si[j];
+    }
+    lh[i] = m + std::log(sum);
+    const A inv = A(1) / sum;
+    if (drop) {
+      for (int64_t j = 0; j < n; ++j) si[j] *= inv * dropout_factor(a, bh * Tq + i, j, keep_scale);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) si[j] *= inv;
+    }
+  }
+  small_gemm<V>(Tq, D, seen, A(1), s, Tkp, v + bh * Tk * D, D, oh, D);  // O = P V
+}
+
+// Backward of one (batch, head) pair bh.
+template <class V, class T>
+ATTN_ALWAYS_INLINE void backward_head(const AttentionArgs& a, const T* q, const T* k, const T* v,
+                                      const T* out, const attention_acc_t<T>* lse,
+                                      const T* grad_out, T* grad_q, T* grad_k, T* grad_v,
+                                      int64_t bh, Scratch<T>& w) {
+  using A = T;
+  const int64_t Tq = a.q_len, Tk = a.k_len, D = a.head_dim, Tkp = padded(Tk);
+  const bool drop = a.dropout_p > 0.0f;
+  const A keep_scale = static_cast<A>(1.0 / (1.0 - static_cast<double>(a.dropout_p)));
+  const A scale = static_cast<A>(a.scale);
+  const int64_t kl = key_length(a, bh / a.heads);
+  const int64_t seen = attention_visible_keys(kl, Tq - 1, Tq, Tk, a.causal);
+  const int64_t cols = padded(seen);
+  const T* qh = q + bh * Tq * D;
+  const T* kh = k + bh * Tk * D;
+  const T* oh = out + bh * Tq * D;
+  const T* doh = grad_out + bh * Tq * D;
+  T* dkh = grad_k + bh * Tk * D;
+  T* dvh = grad_v + bh * Tk * D;
+  A* s = w.s.data();
+  A* dp = w.dp.data();
+  A* dst = w.dst.data();
+  A* pdt = w.pdt.data();
+  transpose_pad(kh, seen, D, cols, w.kt.data(), Tkp);
+  transpose_pad(v + bh * Tk * D, seen, D, cols, w.vt.data(), Tkp);
+  small_gemm<V>(Tq, cols, D, scale, qh, D, w.kt.data(), Tkp, s, Tkp);     // scores
+  small_gemm<V>(Tq, cols, D, A(1), doh, D, w.vt.data(), Tkp, dp, Tkp);    // dO V^T
+  // s becomes dS = P (f dP - D_i); dS^T and Pd^T = (f P)^T go to dst and pdt.
+  for (int64_t i = 0; i < Tq; ++i) {
+    const int64_t n = attention_visible_keys(kl, i, Tq, Tk, a.causal);
+    A* si = s + i * Tkp;
+    const A* dpi = dp + i * Tkp;
+    A di = 0;  // D_i = dO_i . O_i
+    for (int64_t d = 0; d < D; ++d) di += doh[i * D + d] * oh[i * D + d];
+    const A l = lse[bh * Tq + i];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) si[j] = exp_acc(si[j] - l);
+    for (int64_t j = 0; j < n; ++j) {
+      const A f = drop ? dropout_factor(a, bh * Tq + i, j, keep_scale) : A(1);
+      const A p = si[j];
+      si[j] = p * (f * dpi[j] - di);
+      dst[j * Tq + i] = si[j];
+      pdt[j * Tq + i] = f * p;
+    }
+    for (int64_t j = n; j < seen; ++j) {
+      si[j] = 0;
+      dst[j * Tq + i] = 0;
+      pdt[j * Tq + i] = 0;
+    }
+  }
+  small_gemm<V>(Tq, D, seen, scale, s, Tkp, kh, D, grad_q + bh * Tq * D, D);  // dQ = scale dS K
+  small_gemm<V>(seen, D, Tq, scale, dst, Tq, qh, D, dkh, D);                   // dK = scale dS^T Q
+  small_gemm<V>(seen, D, Tq, A(1), pdt, Tq, doh, D, dvh, D);                   // dV = Pd^T dO
+  std::fill(dkh + seen * D, dkh + Tk * D, T(0));
+  std::fill(dvh + seen * D, dvh + Tk * D, T(0));
+}
+
+// The parallel loops over (batch, head) pairs, one per build; the same text in each.
+#define ATTN_FORWARD_LOOP(V)                                                         \
+  const int64_t heads = a.batch * a.heads;                                           \
+  _Pragma("omp parallel if (heads * a.q_len * a.k_len * a.head_dim > (1 << 14))") {  \
+    Scratch<T> w(a, false);                                                           \
+    _Pragma("omp for schedule(static)") for (int64_t bh = 0; bh < heads; ++bh)        \
+        forward_head<V, T>(a, q, k, v, out, lse, bh, w);                              \
+  }
+#define ATTN_BACKWARD_LOOP(V)                                                         \
+  const int64_t heads = a.batch * a.heads;                                            \
+  _Pragma("omp parallel if (heads * a.q_len * a.k_len * a.head_dim > (1 << 14))") {   \
+    Scratch<T> w(a, true);                                                             \
+    _Pragma("omp for schedule(static)") for (int64_t bh = 0; bh < heads; ++bh)         \
+        backward_head<V, T>(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v, bh, w); \
+  }
+
+template <class T>
+using BaselineVec = std::conditional_t<std::is_same_v<T, float>, v4f, Scalar>;
+
+template <class T>
+void forward_baseline(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
+                      attention_acc_t<T>* lse) {
+  ATTN_FORWARD_LOOP(BaselineVec<T>)
+}
+template <class T>
+void backward_baseline(const AttentionArgs& a, const T* q, const T* k, const T* v, const T* out,
+                       const attention_acc_t<T>* lse, const T* grad_out, T* grad_q, T* grad_k,
+                       T* grad_v) {
+  ATTN_BACKWARD_LOOP(BaselineVec<T>)
+}
+
+#if ATTN_ATTENTION_AVX2
+__attribute__((target("avx2,fma"))) void forward_avx2(const AttentionArgs& a, const float* q,
+                                                      const float* k, const float* v, float* out,
+                                                      float* lse) {
+  using T = float;
+  ATTN_FORWARD_LOOP(v8f)
+}
+__attribute__((target("avx2,fma"))) void backward_avx2(const AttentionArgs& a, const float* q,
+                                                       const float* k, const float* v,
+                                                       const float* out, const float* lse,
+                                                       const float* grad_out, float* grad_q,
+                                                       float* grad_k, float* grad_v) {
+  using T = float;
+  ATTN_BACKWARD_LOOP(v8f)
+}
+#endif
+
+// The AVX2 build where the CPU has AVX2 and FMA and ATTN_CPU_ISA is not "baseline".
+bool use_avx2() {
+#if ATTN_ATTENTION_AVX2
+  static const bool avx2 = [] {
+    const char* env = std::getenv("ATTN_CPU_ISA");
+    if (env && *env) {
+      ATTN_CHECK(std::strcmp(env, "baseline") == 0 || std::strcmp(env, "avx2") == 0,
+                 "ATTN_CPU_ISA=", env, ": expected baseline or avx2");
+      if (std::strcmp(env, "baseline") == 0) return false;
+    }
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return avx2;
+#else
+  return false;
+#endif
 }
 
 }  // namespace
 
+const char* attention_cpu_isa() { return use_avx2() ? "avx2" : "baseline"; }
+
 template <class T>
 void attention_forward_cpu(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
                            attention_acc_t<T>* lse) {
-  using A = attention_acc_t<T>;
-  const int64_t Tq = a.q_len, Tk = a.k_len, D = a.head_dim;
-  const int64_t rows = a.batch * a.heads * Tq;
-  const bool drop = a.dropout_p > 0.0f;
-  const A keep_scale = static_cast<A>(1.0 / (1.0 - static_cast<double>(a.dropout_p)));
-  const A scale = static_cast<A>(a.scale);
-#pragma omp parallel if (rows * Tk * D > (1 << 14))
-  {
-    std::vector<A> w(static_cast<size_t>(Tk)), acc(static_cast<size_t>(D));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t bh = r / Tq, i = r % Tq, b = bh / a.heads;
-      const int64_t n = attention_visible_keys(key_length(a, b), i, Tq, Tk, a.causal);
-      const T* qi = q + r * D;
-      const T* kh = k + bh * Tk * D;
-      const T* vh = v + bh * Tk * D;
-      T* oi = out + r * D;
-      if (n == 0) {
-        std::fill(oi, oi + D, T(0));
-        lse[r] = -std::numeric_limits<A>::infinity();
-        continue;
-      }
-      A m = -std::numeric_limits<A>::infinity();
-      for (int64_t j = 0; j < n; ++j) {
-        w[j] = scale * dot<A>(qi, kh + j * D, D);
-        m = std::max(m, w[j]);
-      }
-      A sum = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        w[j] = std::exp(w[j] - m);
-        sum += w[j];
-      }
-      lse[r] = m + std::log(sum);
-      const A inv = A(1) / sum;
-      std::fill(acc.begin(), acc.end(), A(0));
-      for (int64_t j = 0; j < n; ++j) {
-        A p = w[j] * inv;
-        if (drop) {
-          const uint64_t idx = static_cast<uint64_t>(r * Tk + j);
-          if (!dropout_keep(a.seed, a.offset, idx, a.dropout_p)) continue;
-          p *= keep_scale;
-        }
-        const T* vj = vh + j * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += p * static_cast<A>(vj[d]);
-      }
-      for (int64_t d = 0; d < D; ++d) oi[d] = static_cast<T>(acc[d]);
-    }
+  static_assert(std::is_same_v<attention_acc_t<T>, T>, "the CPU kernels compute in their type");
+#if ATTN_ATTENTION_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx2()) return forward_avx2(a, q, k, v, out, lse);
   }
+#endif
+  forward_baseline<T>(a, q, k, v, out, lse);
 }
 
 template <class T>
 void attention_backward_cpu(const AttentionArgs& a, const T* q, const T* k, const T* v,
                             const T* out, const attention_acc_t<T>* lse, const T* grad_out,
                             T* grad_q, T* grad_k, T* grad_v) {
-  using A = attention_acc_t<T>;
-  const int64_t Tq = a.q_len, Tk = a.k_len, D = a.head_dim;
-  const int64_t heads = a.batch * a.heads;
-  const bool drop = a.dropout_p > 0.0f;
-  const A keep_scale = static_cast<A>(1.0 / (1.0 - static_cast<double>(a.dropout_p)));
-  const A scale = static_cast<A>(a.scale);
-#pragma omp parallel if (heads * Tq * Tk * D > (1 << 14))
-  {
-    std::vector<A> dk(static_cast<size_t>(Tk * D)), dv(static_cast<size_t>(Tk * D));
-    std::vector<A> dq(static_cast<size_t>(D));
-#pragma omp for schedule(static)
-    for (int64_t bh = 0; bh < heads; ++bh) {
-      const int64_t b = bh / a.heads;
-      const T* kh = k + bh * Tk * D;
-      const T* vh = v + bh * Tk * D;
-      std::fill(dk.begin(), dk.end(), A(0));
-      std::fill(dv.begin(), dv.end(), A(0));
-      for (int64_t i = 0; i < Tq; ++i) {
-        const int64_t r = bh * Tq + i;
-        const int64_t n = attention_visible_keys(key_length(a, b), i, Tq, Tk, a.causal);
-        const T* qi = q + r * D;
-        const T* doi = grad_out + r * D;
-        std::fill(dq.begin(), dq.end(), A(0));
-        const A di = n > 0 ? dot<A>(doi, out + r * D, D) : A(0);
-        for (int64_t j = 0; j < n; ++j) {
-          const T* kj = kh + j * D;
-          const T* vj = vh + j * D;
-          const A p = std::exp(scale * dot<A>(qi, kj, D) - lse[r]);
-          A f = 1;  // dropout factor of this probability: 0 or 1/(1-p)
-          if (drop) {
-            const uint64_t idx = static_cast<uint64_t>(r * Tk + j);
-            f = dropout_keep(a.seed, a.offset, idx, a.dropout_p) ? keep_scale : A(0);
-          }
-          const A dp = f == A(0) ? A(0) : f * dot<A>(doi, vj, D);
-          const A ds = p * (dp - di);
-          const A pd = f * p;
-          A* dkj = dk.data() + j * D;
-          A* dvj = dv.data() + j * D;
-          for (int64_t d = 0; d < D; ++d) {
-            dq[d] += ds * static_cast<A>(kj[d]);
-            dkj[d] += ds * static_cast<A>(qi[d]);
-            dvj[d] += pd * static_cast<A>(doi[d]);
-          }
-        }
-        T* dqi = grad_q + r * D;
-        for (int64_t d = 0; d < D; ++d) dqi[d] = static_cast<T>(scale * dq[d]);
-      }
-      T* dkh = grad_k + bh * Tk * D;
-      T* dvh = grad_v + bh * Tk * D;
-      for (int64_t e = 0; e < Tk * D; ++e) {
-        dkh[e] = static_cast<T>(scale * dk[e]);
-        dvh[e] = static_cast<T>(dv[e]);
-      }
-    }
+#if ATTN_ATTENTION_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx2()) return backward_avx2(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
   }
+#endif
+  backward_baseline<T>(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
 }
 
 template void attention_forward_cpu<float>(const AttentionArgs&, const float*, const float*,
