@@ -3,16 +3,21 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "autograd/functions.h"
+#include "data/batcher.h"
+#include "data/synthetic.h"
 #include "dist/communicator.h"
 #include "test_util.h"
 #include "train/resume.h"
 #include "train/run_log.h"
+#include "train/step.h"
 #include "train/stop.h"
 #include "train/trainer.h"
 #include "train/training_data.h"
@@ -146,4 +151,47 @@ TEST_CASE("RunCheckpoints resumes from the newest intact checkpoint and refuses 
              Contains("another architecture") && Contains("model.d_ff"));
   RunCheckpoints fresh(c, true, comm, true, *log);  // --fresh moves them aside
   CHECK_FALSE(fresh.find_resumable());
+}
+
+TEST_CASE("StepEngine scores only the target rows: the same loss and gradients as all rows",
+          "[parts]") {
+  // Sentences of different lengths, so the batch has padded target positions.
+  data::Dataset d = data::make_synthetic("copy", 8, 16, 2, 9, 3);
+  std::vector<int64_t> idx = {0, 1, 2, 3, 4, 5, 6, 7};
+  const data::Batch b = data::collate(d, idx, data::BatcherOptions{});
+  const TargetRows rows = target_rows(b.tgt_out, data::kPadId);
+  REQUIRE(static_cast<int64_t>(rows.index.size()) == b.tgt_tokens);
+  REQUIRE(b.tgt_tokens < b.tgt_out.numel());  // some padding
+  const std::vector<int32_t> flat = b.tgt_out.to_int_vector();
+  for (size_t i = 0; i < rows.index.size(); ++i)
+    CHECK(rows.targets[i] == flat[static_cast<size_t>(rows.index[i])]);
+
+  // Two copies of one model (same seed), without dropout.
+  Generator gen_ref(7), gen_m(7);
+  nn::Transformer ref(attn::testing::tiny_transformer_config(16, 16), gen_ref);
+  nn::Transformer m(attn::testing::tiny_transformer_config(16, 16), gen_m);
+  ref.eval();
+  m.eval();
+  // Reference: logits for every position, the loss ignoring the padded ones.
+  CrossEntropyResult ce = cross_entropy(
+      reshape(ref.forward(b.src, b.src_lengths, b.tgt_in), {-1, 16}), b.tgt_out.view({-1}), 0.1,
+      data::kPadId);
+  ce.loss.backward();
+
+  optim::AdamOptions ao;
+  optim::Adam adam(m.named_parameters(), ao);
+  dist::SingleCommunicator comm;
+  StepOptions so;
+  so.label_smoothing = 0.1;
+  StepEngine engine(m, adam, comm, so);
+  const StepResult r = engine.step({b}, 1e-3);
+  CHECK(r.loss == Approx(ce.loss.item()).epsilon(1e-5));
+  CHECK(r.tokens == static_cast<double>(b.tgt_tokens));
+  // The step's gradient is the summed loss's over the tokens (the per-token mean it optimises);
+  // the engine reports its global norm (the Adam step then clears the gradients).
+  double sq = 0;
+  for (const Tensor& p : ref.parameters())
+    for (double g : p.grad().to_double_vector()) sq += g * g;
+  const double ref_norm = std::sqrt(sq) / static_cast<double>(b.tgt_tokens);
+  CHECK(r.grad_norm == Approx(ref_norm).epsilon(1e-5));
 }

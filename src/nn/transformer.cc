@@ -81,18 +81,27 @@ Tensor Transformer::project_output(const Tensor& h) const {
   return matmul(h, compute(tgt_embed_->weight()), false, true);
 }
 
-Tensor Transformer::decode(const Tensor& tgt_in, const Tensor& memory, const Tensor& src_lengths) {
+Tensor Transformer::decode_hidden(const Tensor& tgt_in, const Tensor& memory,
+                                  const Tensor& src_lengths) {
   check_ids("Transformer::decode", "tgt_in", tgt_in, 2);
   check_memory("Transformer::decode", memory, config_.d_model);
   ATTN_CHECK(memory.size(0) == tgt_in.size(0), "Transformer::decode: tgt_in has shape ",
              tgt_in.shape(), " but memory has shape ", memory.shape(), " (batch sizes differ)");
   check_lengths("Transformer::decode", src_lengths, memory.size(0));
-  Tensor h = decoder_->forward(embed_target(tgt_in, 0), memory, src_lengths);
-  return project_output(h);
+  return decoder_->forward(embed_target(tgt_in, 0), memory, src_lengths);
+}
+
+Tensor Transformer::decode(const Tensor& tgt_in, const Tensor& memory, const Tensor& src_lengths) {
+  return project_output(decode_hidden(tgt_in, memory, src_lengths));
 }
 
 Tensor Transformer::forward(const Tensor& src, const Tensor& src_lengths, const Tensor& tgt_in) {
   return decode(tgt_in, encode(src, src_lengths), src_lengths);
+}
+
+Tensor Transformer::forward_hidden(const Tensor& src, const Tensor& src_lengths,
+                                   const Tensor& tgt_in) {
+  return decode_hidden(tgt_in, encode(src, src_lengths), src_lengths);
 }
 
 Transformer::DecodeState Transformer::start_decoding(const Tensor& memory,

@@ -36,6 +36,12 @@ class Transformer : public Module {
   Tensor decode(const Tensor& tgt_in, const Tensor& memory, const Tensor& src_lengths);
   // decode(tgt_in, encode(src, src_lengths), src_lengths).
   Tensor forward(const Tensor& src, const Tensor& src_lengths, const Tensor& tgt_in);
+  // forward before the output projection: the decoder's final states [B, T, d_model];
+  // project_output(h) = forward. Training projects only the rows that have a target
+  // (train::StepEngine), so padded positions cost no logits and no loss.
+  Tensor forward_hidden(const Tensor& src, const Tensor& src_lengths, const Tensor& tgt_in);
+  // [..., d_model] -> logits [..., tgt_vocab] (the tied embedding table, or the output layer).
+  Tensor project_output(const Tensor& h) const;
 
   // Incremental decoding (greedy and beam search), one target position per step.
   struct DecodeState {
@@ -59,7 +65,7 @@ class Transformer : public Module {
 
  private:
   Tensor embed_target(const Tensor& ids, int64_t position_offset);
-  Tensor project_output(const Tensor& h) const;
+  Tensor decode_hidden(const Tensor& tgt_in, const Tensor& memory, const Tensor& src_lengths);
 
   TransformerConfig config_;
   double embed_scale_;

@@ -8,6 +8,17 @@
 
 namespace attn::train {
 
+TargetRows target_rows(const Tensor& tgt_out, int32_t pad_id) {
+  TargetRows r;
+  const std::vector<int32_t> t = tgt_out.to_int_vector();
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (t[i] == pad_id) continue;
+    r.index.push_back(static_cast<int32_t>(i));
+    r.targets.push_back(t[i]);
+  }
+  return r;
+}
+
 StepEngine::StepEngine(nn::Transformer& model, optim::Adam& adam, dist::Communicator& comm,
                        StepOptions options)
     : model_(model), adam_(adam), comm_(comm), options_(options), clipper_(options.clip_norm) {
@@ -36,7 +47,6 @@ StepResult StepEngine::step(const std::vector<data::Batch>& batches, double lr) 
   ATTN_CHECK(!batches.empty(), "StepEngine::step: no batches");
   const std::vector<Tensor> params = model_.parameters();
   const Device device = params.front().device();
-  const int64_t vocab = model_.config().tgt_vocab;
   StepResult r;
   r.loss_scale = scale_;
   for (const data::Batch& b : batches) r.tokens += static_cast<double>(b.tgt_tokens);
@@ -49,9 +59,20 @@ StepResult StepEngine::step(const std::vector<data::Batch>& batches, double lr) 
     const data::Batch& b = batches[i];
     // The last micro-batch's backward completes the gradients: reduce them as they appear.
     if (reducer_ && i + 1 == batches.size()) reducer_->begin();
-    Tensor logits = model_.forward(b.src.to(device), b.src_lengths.to(device), b.tgt_in.to(device));
-    CrossEntropyResult ce = cross_entropy(reshape(logits, {-1, vocab}),
-                                          b.tgt_out.to(device).view({-1}),
+    // Logits and loss for the positions with a target only: padding rows would add nothing to
+    // the loss (ignore_index) but cost their share of the largest GEMM and of the loss.
+    Tensor h = model_.forward_hidden(b.src.to(device), b.src_lengths.to(device),
+                                     b.tgt_in.to(device));
+    h = reshape(h, {-1, h.size(-1)});
+    const TargetRows rows = target_rows(b.tgt_out, data::kPadId);
+    Tensor targets = b.tgt_out.view({-1});
+    if (!rows.index.empty() && static_cast<int64_t>(rows.index.size()) < h.size(0)) {
+      const int64_t n = static_cast<int64_t>(rows.index.size());
+      // A row gather: embedding's out = table[ids], backward scatter-adds into the table (h).
+      h = embedding(Tensor::from_ints(rows.index, {n}).to(device), h);
+      targets = Tensor::from_ints(rows.targets, {n});
+    }
+    CrossEntropyResult ce = cross_entropy(model_.project_output(h), targets.to(device),
                                           options_.label_smoothing, data::kPadId);
     scale(ce.loss, loss_factor).backward();
     r.loss += ce.loss.item();

@@ -47,6 +47,13 @@ struct StepOptions {
 
 // Sums over this rank's micro-batches of the update (per rank: the trainer sums loss and
 // token counts over the ranks itself when it logs them).
+// The positions of tgt_out (i32, any shape, read on the host) that have a target (!= pad_id),
+// as flat row indices, and those targets: StepEngine projects and scores only these rows.
+struct TargetRows {
+  std::vector<int32_t> index, targets;
+};
+TargetRows target_rows(const Tensor& tgt_out, int32_t pad_id);
+
 struct StepResult {
   double loss = 0, nll = 0, correct = 0, tokens = 0;  // tokens: non-pad targets
   double grad_norm = 0;     // before clipping, unscaled
