@@ -11,7 +11,9 @@
 //           + B*T * d * V                                                   (output layer)
 //   attn    = Le * 4 B S^2 d + Ld * (2 B T^2 d + 4 B T S d)               (causal: half)
 //   flops   = 6 * weights + 3 * attn
-// `flops_per_step` counts the padded shapes (what the GPU computes); `useful_flops_per_step`
+// `flops_per_step` counts the padded shapes (what a GPU computes; attn's training step
+// computes the output layer on the real target rows only, so this overstates attn's own work
+// by that layer's padded share, the same convention for attn and PyTorch); `useful_flops_per_step`
 // the same formula over real tokens only (B*S -> sum of source lengths, B S^2 -> sum of squared
 // source lengths, B T S -> sum over rows of t*s, ...). Embedding gathers, norms, softmax and
 // element-wise work are not counted.
