@@ -143,3 +143,27 @@ TEST_CASE("ops reject bad shapes with messages naming the op and the shapes", "[
                       Catch::Contains("relu") && Catch::Contains("bf16") &&
                           Catch::Contains("CPU"));
 }
+
+TEST_CASE("transpose of two inner dimensions moves every element (outer, mid and inner > 1)",
+          "[ops]") {
+  // x [2, 3, 4, 5, 6], dims 1 and 3 swapped: out[o, b, m, a, i] = x[o, a, m, b, i].
+  const Shape shape = {2, 3, 4, 5, 6};
+  std::vector<double> v(2 * 3 * 4 * 5 * 6);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i);
+  for (DType dt : {kF32, kF64}) {
+    const std::vector<double> out =
+        transpose(Tensor::from_vector(v, shape, dt), 1, 3).to_double_vector();
+    REQUIRE(out.size() == v.size());
+    int64_t bad = 0;
+    for (int64_t o = 0; o < 2; ++o)
+      for (int64_t a = 0; a < 3; ++a)
+        for (int64_t m = 0; m < 4; ++m)
+          for (int64_t b = 0; b < 5; ++b)
+            for (int64_t i = 0; i < 6; ++i) {
+              const int64_t src = (((o * 3 + a) * 4 + m) * 5 + b) * 6 + i;
+              const int64_t dst = (((o * 5 + b) * 4 + m) * 3 + a) * 6 + i;
+              if (out[static_cast<size_t>(dst)] != v[static_cast<size_t>(src)]) ++bad;
+            }
+    CHECK(bad == 0);
+  }
+}
