@@ -2,14 +2,15 @@
 // scores of all its query rows are materialised in per-thread scratch ([Tq, Tk], a few KiB at
 // MT lengths) and every product is a small row-major GEMM (small_gemm) that keeps a 4-row by
 // 2-vector block of its output in registers while it runs over the inner dimension; the score
-// rows are padded to 16 columns (zero keys) so that no block ends in a scalar remainder. Keys
+// rows are padded to 32 columns (zero keys) so that no block ends in a scalar remainder. Keys
 // that no query row of a pair sees (padding) are never read.
 //
-// The f32 kernels are built twice from one body: for the baseline x86-64 ISA (4-float vectors)
-// and, on x86-64, with AVX2 + FMA (8-float vectors; GCC/Clang's target attribute on the
-// function that holds the OpenMP loop, so that its outlined body is compiled for it; the
-// per-head bodies are always-inline, so nothing compiled for AVX2 is shared with the baseline
-// build). The AVX2 build runs where the CPU has both, unless ATTN_CPU_ISA=baseline.
+// The f32 kernels are built three times from one body: for the baseline x86-64 ISA (4-float
+// vectors) and, on x86-64, with AVX2 + FMA (8-float vectors) and AVX-512F (16-float vectors),
+// by GCC/Clang's target attribute on the function that holds the OpenMP loop, so that its
+// outlined body is compiled for it; the per-head bodies are always-inline, so nothing compiled
+// for a wider ISA is shared with the baseline build. The widest build the CPU runs is used;
+// ATTN_CPU_ISA=baseline|avx2|avx512 caps it.
 //
 // The row-at-a-time form this replaced (a dot product per key, rank-1 updates of dK and dV per
 // query row, about 100 instructions per key in SSE2) took a fifth of a demo-model training
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -43,6 +45,7 @@ namespace {
 
 using v4f = float __attribute__((vector_size(16)));
 using v8f = float __attribute__((vector_size(32)));
+using v16f = float __attribute__((vector_size(64)));
 
 // The vector type of a build, or Scalar for f64.
 struct Scalar {};
@@ -137,8 +140,9 @@ ATTN_ALWAYS_INLINE int64_t key_length(const AttentionArgs& a, int64_t b) {
   return a.key_lengths ? a.key_lengths[b] : a.k_len;
 }
 
-// Score rows in scratch: Tk rounded up to 16 columns (2 vectors of 8 floats).
-ATTN_ALWAYS_INLINE int64_t padded(int64_t n) { return (n + 15) / 16 * 16; }
+// Score rows in scratch: Tk rounded up to 32 columns (a block of 2 vectors of 16 floats, or
+// of 2 blocks of 2 vectors of 8).
+ATTN_ALWAYS_INLINE int64_t padded(int64_t n) { return (n + 31) / 32 * 32; }
 
 // xt[c * ldt + r] = x[r * cols + c] for r < rows, and zeros in columns [rows, pad) of xt.
 template <class A, class T>
@@ -326,29 +330,54 @@ __attribute__((target("avx2,fma"))) void backward_avx2(const AttentionArgs& a, c
   using T = float;
   ATTN_BACKWARD_LOOP(v8f)
 }
+__attribute__((target("avx512f"))) void forward_avx512(const AttentionArgs& a, const float* q,
+                                                       const float* k, const float* v, float* out,
+                                                       float* lse) {
+  using T = float;
+  ATTN_FORWARD_LOOP(v16f)
+}
+__attribute__((target("avx512f"))) void backward_avx512(const AttentionArgs& a, const float* q,
+                                                        const float* k, const float* v,
+                                                        const float* out, const float* lse,
+                                                        const float* grad_out, float* grad_q,
+                                                        float* grad_k, float* grad_v) {
+  using T = float;
+  ATTN_BACKWARD_LOOP(v16f)
+}
 #endif
 
-// The AVX2 build where the CPU has AVX2 and FMA and ATTN_CPU_ISA is not "baseline".
-bool use_avx2() {
-#if ATTN_ATTENTION_AVX2
-  static const bool avx2 = [] {
-    const char* env = std::getenv("ATTN_CPU_ISA");
-    if (env && *env) {
-      ATTN_CHECK(std::strcmp(env, "baseline") == 0 || std::strcmp(env, "avx2") == 0,
-                 "ATTN_CPU_ISA=", env, ": expected baseline or avx2");
-      if (std::strcmp(env, "baseline") == 0) return false;
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// The widest build the CPU runs, capped by ATTN_CPU_ISA (baseline, avx2 or avx512).
+Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa cap = Isa::kAvx512;
+    if (const char* env = std::getenv("ATTN_CPU_ISA"); env && *env) {
+      const std::string e = env;
+      ATTN_CHECK(e == "baseline" || e == "avx2" || e == "avx512", "ATTN_CPU_ISA=", e,
+                 ": expected baseline, avx2 or avx512");
+      cap = e == "baseline" ? Isa::kBaseline : e == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
     }
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return avx2;
-#else
-  return false;
+#if ATTN_ATTENTION_AVX2
+    if (cap == Isa::kAvx512 && __builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+    if (cap >= Isa::kAvx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return Isa::kAvx2;
 #endif
+    return Isa::kBaseline;
+  }();
+  return isa;
 }
 
 }  // namespace
 
-const char* attention_cpu_isa() { return use_avx2() ? "avx2" : "baseline"; }
+const char* attention_cpu_isa() {
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kBaseline: break;
+  }
+  return "baseline";
+}
 
 template <class T>
 void attention_forward_cpu(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
@@ -356,7 +385,8 @@ void attention_forward_cpu(const AttentionArgs& a, const T* q, const T* k, const
   static_assert(std::is_same_v<attention_acc_t<T>, T>, "the CPU kernels compute in their type");
 #if ATTN_ATTENTION_AVX2
   if constexpr (std::is_same_v<T, float>) {
-    if (use_avx2()) return forward_avx2(a, q, k, v, out, lse);
+    if (cpu_isa() == Isa::kAvx512) return forward_avx512(a, q, k, v, out, lse);
+    if (cpu_isa() == Isa::kAvx2) return forward_avx2(a, q, k, v, out, lse);
   }
 #endif
   forward_baseline<T>(a, q, k, v, out, lse);
@@ -368,7 +398,10 @@ void attention_backward_cpu(const AttentionArgs& a, const T* q, const T* k, cons
                             T* grad_q, T* grad_k, T* grad_v) {
 #if ATTN_ATTENTION_AVX2
   if constexpr (std::is_same_v<T, float>) {
-    if (use_avx2()) return backward_avx2(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
+    if (cpu_isa() == Isa::kAvx512)
+      return backward_avx512(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
+    if (cpu_isa() == Isa::kAvx2)
+      return backward_avx2(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
   }
 #endif
   backward_baseline<T>(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
