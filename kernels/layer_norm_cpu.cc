@@ -3,7 +3,8 @@
 // scalar accumulator (the gradient checks' reference). f32 data: row statistics in float, as
 // the CUDA kernels keep them, in `omp simd` loops that vectorise (the double form, converting
 // every element, was ~6% of a demo-model CPU training step; docs/PERFORMANCE.md); dgamma and
-// dbeta, sums over all rows, still accumulate in double.
+// dbeta, sums over all rows, go from float sums of 32 rows into double totals.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -137,11 +138,13 @@ void forward_row_f32(const float* xr, const float* rr, const float* gamma, const
   *rstd = rs;
 }
 
-// One row of the f32 backward: dx of the row, its dgamma / dbeta terms added to dg / db, which
-// stay in double (they sum over every row of the batch: thousands of terms).
+// One row of the f32 backward: dx of the row, its dgamma / dbeta terms added to dg / db (float
+// sums of at most kFlushRows rows, then moved into double: the full sums run over every row of
+// the batch, thousands of terms).
+constexpr int64_t kFlushRows = 32;
 template <bool kResidual>
 void backward_row_f32(const float* dyr, const float* xr, const float* rr, const float* gamma,
-                      float mu, float rs, int64_t cols, float* dxr, double* dg, double* db) {
+                      float mu, float rs, int64_t cols, float* dxr, float* dg, float* db) {
   float sum_g = 0, sum_gx = 0;
 #pragma omp simd reduction(+ : sum_g, sum_gx)
   for (int64_t j = 0; j < cols; ++j) {
@@ -149,8 +152,8 @@ void backward_row_f32(const float* dyr, const float* xr, const float* rr, const 
     const float g = dyr[j] * gamma[j];
     sum_g += g;
     sum_gx += g * xhat;
-    dg[j] += static_cast<double>(dyr[j] * xhat);
-    db[j] += static_cast<double>(dyr[j]);
+    dg[j] += dyr[j] * xhat;
+    db[j] += dyr[j];
   }
   const float mean_g = sum_g / static_cast<float>(cols);
   const float mean_gx = sum_gx / static_cast<float>(cols);
@@ -198,16 +201,30 @@ void layer_norm_backward_cpu<float>(const float* dy, const float* x, const float
 #endif
     double* dg = partial.data() + 2 * cols * tid;
     double* db = dg + cols;
+    std::vector<float> block(static_cast<size_t>(2 * cols), 0.0f);
+    float* fg = block.data();
+    float* fb = fg + cols;
+    int64_t in_block = 0;
+    auto flush = [&] {
+      for (int64_t j = 0; j < cols; ++j) {
+        dg[j] += static_cast<double>(fg[j]);
+        db[j] += static_cast<double>(fb[j]);
+      }
+      std::fill(block.begin(), block.end(), 0.0f);
+      in_block = 0;
+    };
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t o = r * cols;
       if (residual)
         backward_row_f32<true>(dy + o, x + o, residual + o, gamma, mean[r], rstd[r], cols, dx + o,
-                               dg, db);
+                               fg, fb);
       else
-        backward_row_f32<false>(dy + o, x + o, nullptr, gamma, mean[r], rstd[r], cols, dx + o, dg,
-                                db);
+        backward_row_f32<false>(dy + o, x + o, nullptr, gamma, mean[r], rstd[r], cols, dx + o, fg,
+                                fb);
+      if (++in_block == kFlushRows) flush();
     }
+    if (in_block > 0) flush();
   }
   for (int64_t j = 0; j < cols; ++j) {
     double sg = 0, sb = 0;
