@@ -27,6 +27,37 @@ inline double sum_at(const T* x, const T* residual, int64_t j) {
                   : static_cast<double>(x[j]);
 }
 
+// The backward's row loop and its dgamma/dbeta sums: body(dg, db) runs in every thread of one
+// parallel region (it holds the `omp for` over the rows) with the thread's own double slices
+// dg, db of cols values; the slices are then added into dgamma/dbeta in thread order, so the
+// result does not depend on scheduling.
+template <class T, class Body>
+void with_param_grad_slices(int64_t rows, int64_t cols, T* dgamma, T* dbeta, Body body) {
+  int nthreads = 1;
+#ifdef _OPENMP
+  if (rows > 1 && rows * cols >= kParallelElements) nthreads = omp_get_max_threads();
+#endif
+  std::vector<double> partial(static_cast<size_t>(2 * cols * nthreads), 0.0);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+  {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    double* dg = partial.data() + 2 * cols * tid;
+    body(dg, dg + cols);
+  }
+  for (int64_t j = 0; j < cols; ++j) {
+    double sg = 0, sb = 0;
+    for (int t = 0; t < nthreads; ++t) {
+      sg += partial[2 * cols * t + j];
+      sb += partial[2 * cols * t + cols + j];
+    }
+    dgamma[j] = static_cast<T>(static_cast<double>(dgamma[j]) + sg);
+    dbeta[j] = static_cast<T>(static_cast<double>(dbeta[j]) + sb);
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -60,21 +91,7 @@ template <class T>
 void layer_norm_backward_cpu(const T* dy, const T* x, const T* residual, const T* gamma,
                              const T* mean, const T* rstd, int64_t rows, int64_t cols, T* dx,
                              T* dgamma, T* dbeta) {
-  int nthreads = 1;
-#ifdef _OPENMP
-  if (rows > 1 && rows * cols >= kParallelElements) nthreads = omp_get_max_threads();
-#endif
-  // Each thread sums its rows' dgamma/dbeta contributions into its own slice; the slices are
-  // then added in thread order, so the result does not depend on scheduling.
-  std::vector<double> partial(static_cast<size_t>(2 * cols * nthreads), 0.0);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-  {
-    int tid = 0;
-#ifdef _OPENMP
-    tid = omp_get_thread_num();
-#endif
-    double* dg = partial.data() + 2 * cols * tid;
-    double* db = dg + cols;
+  with_param_grad_slices(rows, cols, dgamma, dbeta, [&](double* dg, double* db) {
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = x + r * cols;
@@ -101,16 +118,7 @@ void layer_norm_backward_cpu(const T* dy, const T* x, const T* residual, const T
         dxr[j] = static_cast<T>(rs * (g - mean_g - xhat * mean_gx));
       }
     }
-  }
-  for (int64_t j = 0; j < cols; ++j) {
-    double sg = 0, sb = 0;
-    for (int t = 0; t < nthreads; ++t) {
-      sg += partial[2 * cols * t + j];
-      sb += partial[2 * cols * t + cols + j];
-    }
-    dgamma[j] = static_cast<T>(static_cast<double>(dgamma[j]) + sg);
-    dbeta[j] = static_cast<T>(static_cast<double>(dbeta[j]) + sb);
-  }
+  });
 }
 
 namespace {
@@ -187,20 +195,7 @@ void layer_norm_backward_cpu<float>(const float* dy, const float* x, const float
                                     const float* gamma, const float* mean, const float* rstd,
                                     int64_t rows, int64_t cols, float* dx, float* dgamma,
                                     float* dbeta) {
-  int nthreads = 1;
-#ifdef _OPENMP
-  if (rows > 1 && rows * cols >= kParallelElements) nthreads = omp_get_max_threads();
-#endif
-  // Per-thread dgamma/dbeta slices, added in thread order (independent of scheduling).
-  std::vector<double> partial(static_cast<size_t>(2 * cols * nthreads), 0.0);
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-  {
-    int tid = 0;
-#ifdef _OPENMP
-    tid = omp_get_thread_num();
-#endif
-    double* dg = partial.data() + 2 * cols * tid;
-    double* db = dg + cols;
+  with_param_grad_slices(rows, cols, dgamma, dbeta, [&](double* dg, double* db) {
     std::vector<float> block(static_cast<size_t>(2 * cols), 0.0f);
     float* fg = block.data();
     float* fb = fg + cols;
@@ -225,16 +220,7 @@ void layer_norm_backward_cpu<float>(const float* dy, const float* x, const float
       if (++in_block == kFlushRows) flush();
     }
     if (in_block > 0) flush();
-  }
-  for (int64_t j = 0; j < cols; ++j) {
-    double sg = 0, sb = 0;
-    for (int t = 0; t < nthreads; ++t) {
-      sg += partial[2 * cols * t + j];
-      sb += partial[2 * cols * t + cols + j];
-    }
-    dgamma[j] = static_cast<float>(static_cast<double>(dgamma[j]) + sg);
-    dbeta[j] = static_cast<float>(static_cast<double>(dbeta[j]) + sb);
-  }
+  });
 }
 
 #define ATTN_LAYER_NORM_INSTANTIATE(T)                                                             \
