@@ -280,16 +280,25 @@ TEST_CASE("attn bench kernels and batches run from the command line", "[bench]")
   CHECK_THAT(bad.err, Contains("cuda:7"));
 }
 
-TEST_CASE("bench train runs StepEngine steps of a tiny model on the CPU", "[bench]") {
+namespace {
+// bench train of a tiny model on `count` in-memory batches of <= 64 tokens: 2 timed steps
+// after 1.
+TrainBenchOptions tiny_bench(int64_t count) {
   TrainBenchOptions o;
   o.model = testing::tiny_transformer_config(24, 24);
   BatchGenOptions g;
   g.max_tokens = 64;
-  g.count = 3;
+  g.count = count;
   g.vocab = 24;
   o.batches = generate_batches(g);
   o.steps = 2;
   o.warmup = 1;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("bench train runs StepEngine steps of a tiny model on the CPU", "[bench]") {
+  TrainBenchOptions o = tiny_bench(3);
   o.lr = 1e-3;
   const TrainBenchResult r = run_train_bench(o);
   CHECK(r.steps == 2);
@@ -321,15 +330,7 @@ TEST_CASE("bench train runs StepEngine steps of a tiny model on the CPU", "[benc
 }
 
 TEST_CASE("bench train --profile times every op's kernels over the timed steps", "[bench]") {
-  TrainBenchOptions o;
-  o.model = testing::tiny_transformer_config(24, 24);
-  BatchGenOptions g;
-  g.max_tokens = 64;
-  g.count = 2;
-  g.vocab = 24;
-  o.batches = generate_batches(g);
-  o.steps = 2;
-  o.warmup = 1;
+  TrainBenchOptions o = tiny_bench(2);
   o.profile = true;
   const TrainBenchResult r = run_train_bench(o);
   CHECK_FALSE(profile::enabled());  // off again after the run
