@@ -316,34 +316,23 @@ void backward_baseline(const AttentionArgs& a, const T* q, const T* k, const T* 
 }
 
 #if ATTN_ATTENTION_AVX2
-__attribute__((target("avx2,fma"))) void forward_avx2(const AttentionArgs& a, const float* q,
-                                                      const float* k, const float* v, float* out,
-                                                      float* lse) {
-  using T = float;
-  ATTN_FORWARD_LOOP(v8f)
-}
-__attribute__((target("avx2,fma"))) void backward_avx2(const AttentionArgs& a, const float* q,
-                                                       const float* k, const float* v,
-                                                       const float* out, const float* lse,
-                                                       const float* grad_out, float* grad_q,
-                                                       float* grad_k, float* grad_v) {
-  using T = float;
-  ATTN_BACKWARD_LOOP(v8f)
-}
-__attribute__((target("avx512f"))) void forward_avx512(const AttentionArgs& a, const float* q,
-                                                       const float* k, const float* v, float* out,
-                                                       float* lse) {
-  using T = float;
-  ATTN_FORWARD_LOOP(v16f)
-}
-__attribute__((target("avx512f"))) void backward_avx512(const AttentionArgs& a, const float* q,
-                                                        const float* k, const float* v,
-                                                        const float* out, const float* lse,
-                                                        const float* grad_out, float* grad_q,
-                                                        float* grad_k, float* grad_v) {
-  using T = float;
-  ATTN_BACKWARD_LOOP(v16f)
-}
+// The f32 forward and backward of one wider ISA: the loops above in functions compiled for it.
+#define ATTN_ISA_KERNELS(suffix, isa, V)                                                          \
+  __attribute__((target(isa))) void forward_##suffix(const AttentionArgs& a, const float* q,    \
+                                                     const float* k, const float* v, float* out, \
+                                                     float* lse) {                               \
+    using T = float;                                                                             \
+    ATTN_FORWARD_LOOP(V)                                                                         \
+  }                                                                                              \
+  __attribute__((target(isa))) void backward_##suffix(                                           \
+      const AttentionArgs& a, const float* q, const float* k, const float* v, const float* out,  \
+      const float* lse, const float* grad_out, float* grad_q, float* grad_k, float* grad_v) {    \
+    using T = float;                                                                             \
+    ATTN_BACKWARD_LOOP(V)                                                                        \
+  }
+ATTN_ISA_KERNELS(avx2, "avx2,fma", v8f)
+ATTN_ISA_KERNELS(avx512, "avx512f", v16f)
+#undef ATTN_ISA_KERNELS
 #endif
 
 enum class Isa { kBaseline, kAvx2, kAvx512 };
