@@ -428,7 +428,60 @@ TEST_CASE("beam search: bad options are named", "[decode][errors]") {
   CHECK_THROWS_WITH(run([](BeamOptions& o) { o.eos = 9; }),
                     Contains("eos = 9 is not a token id of the target vocabulary [0, 9)"));
   CHECK_THROWS_WITH(run([](BeamOptions& o) { o.alpha = NAN; }), Contains("alpha must be finite"));
+  CHECK_THROWS_WITH(run([](BeamOptions& o) { o.max_repeats = -1; }),
+                    Contains("max_repeats must be >= 0, got -1"));
   CHECK(model.is_training());
+}
+
+TEST_CASE("repeated blocks of tokens are counted at the end and anywhere", "[decode]") {
+  using V = std::vector<int32_t>;
+  CHECK(trailing_repeats({}, 5) == 1);
+  CHECK(trailing_repeats({5}, 5) == 2);
+  CHECK(trailing_repeats({7, 5, 5}, 5) == 3);
+  CHECK(trailing_repeats({5, 5, 7}, 5) == 1);
+  CHECK(trailing_repeats({1, 2, 1, 2, 1}, 2) == 3);        // block [1, 2]
+  CHECK(trailing_repeats({9, 1, 2, 3, 1, 2}, 3) == 2);     // block [1, 2, 3]
+  CHECK(trailing_repeats({1, 2, 3, 4, 1, 2, 3}, 4) == 2);  // block of kRepeatBlock = 4
+  CHECK(trailing_repeats({1, 2, 3, 4, 5, 1, 2, 3, 4}, 5) == 1);  // a block of 5 is not counted
+  CHECK(longest_repeats(V{}) == 0);
+  CHECK(longest_repeats(V{4, 4, 4, 6, 6}) == 3);
+  CHECK(longest_repeats(V{1, 2, 1, 2, 1, 2, 1, 2, 8}) == 4);
+}
+
+TEST_CASE("beam search with max_repeats: no block repeats more often than allowed", "[decode]") {
+  // An untrained model repeats itself; with max_repeats it may not, beyond the source's own runs.
+  Generator gen(3);
+  const nn::TransformerConfig cfg = small_config(30);
+  nn::Transformer model(cfg, gen);
+  auto [src, len] = random_batch({5, 2, 7, 4, 1, 6}, cfg.src_vocab, gen);
+  BeamOptions opt;
+  opt.max_len_a = 0;
+  opt.max_len_b = 16;
+  for (int64_t beam : {1, 4}) {
+    INFO("beam " << beam);
+    opt.beam = beam;
+    opt.max_repeats = 0;
+    const auto free = tokens_of(beam_search(model, src, len, opt));
+    int64_t most = 0;
+    for (const auto& t : free) most = std::max(most, longest_repeats(t));
+    REQUIRE(most > 2);  // the unconstrained outputs do repeat
+    const std::vector<int32_t> s = src.to_int_vector();
+    const std::vector<int32_t> l = len.to_int_vector();
+    for (int64_t cap : {1, 2}) {
+      INFO("max_repeats " << cap);
+      opt.max_repeats = cap;
+      const auto capped = tokens_of(beam_search(model, src, len, opt));
+      REQUIRE(capped.size() == free.size());
+      for (size_t b = 0; b < capped.size(); ++b) {
+        const auto row = s.begin() + static_cast<int64_t>(b) * src.size(1);
+        const int64_t source_runs = longest_repeats(std::vector<int32_t>(row, row + l[b]));
+        CHECK(longest_repeats(capped[b]) <= std::max(cap, source_runs));
+      }
+    }
+    // A limit no output reaches changes nothing.
+    opt.max_repeats = 1000;
+    CHECK(tokens_of(beam_search(model, src, len, opt)) == free);
+  }
 }
 
 TEST_CASE("recomputed cross-attention weights reproduce the model's logits", "[decode]") {

@@ -132,6 +132,9 @@ int main(int argc, char** argv) {
   translate->add_option("--alpha", tr_opt.alpha, "Length penalty ((5+|Y|)/6)^alpha");
   translate->add_option("--max-len-a", tr_opt.max_len_a, "Output length limit a*src_len+b: a");
   translate->add_option("--max-len-b", tr_opt.max_len_b, "Output length limit a*src_len+b: b");
+  translate->add_option("--max-repeats", tr_opt.max_repeats,
+                        "No block of 1-4 tokens repeated back to back more often than this "
+                        "(or than the source repeats one); 0 = off; default decode.max_repeats");
   translate->add_option("--nbest", tr_opt.beam.nbest,
                         "Hypotheses per sentence (Moses n-best format when > 1)");
   translate->add_option("--max-tokens", tr_opt.max_tokens, "Tokens per batch, padding included");

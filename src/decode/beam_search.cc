@@ -45,6 +45,7 @@ bool ranks_before(const Candidate& a, const Candidate& b) {
 
 struct Sentence {
   int64_t max_len = 0;               // tokens before eos
+  int64_t max_repeats = 0;           // with BeamOptions::max_repeats: the limit for this source
   std::vector<Hypothesis> finished;  // in the order they ended
 };
 
@@ -59,6 +60,32 @@ double nth_best_score(const std::vector<Hypothesis>& finished, int64_t n) {
 }
 
 }  // namespace
+
+int64_t trailing_repeats(const std::vector<int32_t>& tokens, int32_t next) {
+  const int64_t n = static_cast<int64_t>(tokens.size()) + 1;  // with next at position n - 1
+  auto at = [&](int64_t i) { return i == n - 1 ? next : tokens[static_cast<size_t>(i)]; };
+  int64_t best = 1;
+  for (int64_t p = 1; p <= BeamOptions::kRepeatBlock && 2 * p <= n; ++p) {
+    int64_t reps = 1;
+    for (; (reps + 1) * p <= n; ++reps) {
+      bool same = true;
+      for (int64_t i = 0; i < p && same; ++i) same = at(n - 1 - i) == at(n - 1 - reps * p - i);
+      if (!same) break;
+    }
+    best = std::max(best, reps);
+  }
+  return best;
+}
+
+int64_t longest_repeats(const std::vector<int32_t>& tokens) {
+  int64_t best = tokens.empty() ? 0 : 1;
+  std::vector<int32_t> prefix;
+  for (int32_t t : tokens) {
+    best = std::max(best, trailing_repeats(prefix, t));
+    prefix.push_back(t);
+  }
+  return best;
+}
 
 double length_penalty(int64_t length, double alpha) {
   if (alpha == 0.0) return 1.0;
@@ -76,6 +103,7 @@ void BeamOptions::validate(int64_t tgt_vocab) const {
   ATTN_CHECK(max_len_a <= kMaxLenA, "beam_search: max_len_a must be at most ", kMaxLenA, ", got ",
              max_len_a);
   ATTN_CHECK(max_len_b >= 0, "beam_search: max_len_b must be >= 0, got ", max_len_b);
+  ATTN_CHECK(max_repeats >= 0, "beam_search: max_repeats must be >= 0, got ", max_repeats);
   ATTN_CHECK(max_len_b <= kMaxLenB, "beam_search: max_len_b must be at most ", kMaxLenB, ", got ",
              max_len_b);
   for (auto [name, id] : {std::pair{"bos", bos}, std::pair{"eos", eos}, std::pair{"pad", pad}}) {
@@ -101,9 +129,16 @@ std::vector<std::vector<Hypothesis>> beam_search(nn::Transformer& model, const T
 
   std::vector<Sentence> sentences(static_cast<size_t>(batch));
   std::vector<Live> rows;  // grouped by sentence, ascending
+  std::vector<int32_t> src_ids;
+  if (opt.max_repeats > 0) src_ids = src.to_int_vector();
   for (int64_t b = 0; b < batch; ++b) {
     sentences[b].max_len = static_cast<int64_t>(
         std::floor(opt.max_len_a * src_len[b] + static_cast<double>(opt.max_len_b)));
+    if (opt.max_repeats > 0) {
+      const auto row = src_ids.begin() + b * src.size(1);
+      sentences[b].max_repeats =
+          std::max(opt.max_repeats, longest_repeats(std::vector<int32_t>(row, row + src_len[b])));
+    }
     rows.push_back(Live{b, {}, 0.0});
   }
   nn::Transformer::DecodeState state = model.start_decoding(memory, src_lengths);
@@ -113,6 +148,7 @@ std::vector<std::vector<Hypothesis>> beam_search(nn::Transformer& model, const T
   std::vector<double> logits, lse;
   std::vector<int32_t> order(static_cast<size_t>(vocab));
   std::vector<Candidate> cands;
+  std::vector<int32_t> forbidden;
 
   for (int64_t t = 0; !rows.empty(); ++t) {
     const int64_t n_rows = static_cast<int64_t>(rows.size());
@@ -158,12 +194,33 @@ std::vector<std::vector<Hypothesis>> beam_search(nn::Transformer& model, const T
           push(opt.eos);
           continue;
         }
+        // With max_repeats, the tokens that would continue a block one time too many: for each
+        // block length p, only the token p back can continue it.
+        forbidden.clear();
+        if (opt.max_repeats > 0) {
+          const std::vector<int32_t>& toks = rows[r].tokens;
+          for (int64_t p = 1; p <= BeamOptions::kRepeatBlock &&
+                              p <= static_cast<int64_t>(toks.size());
+               ++p) {
+            const int32_t v = toks[toks.size() - static_cast<size_t>(p)];
+            if (trailing_repeats(toks, v) > sent.max_repeats) forbidden.push_back(v);
+          }
+        }
+        auto allowed = [&](int32_t v) {
+          return std::find(forbidden.begin(), forbidden.end(), v) == forbidden.end();
+        };
         const int64_t k = std::min(keep, vocab);
+        const int64_t sorted = std::min(vocab, k + static_cast<int64_t>(forbidden.size()));
         std::iota(order.begin(), order.end(), 0);
-        std::partial_sort(order.begin(), order.begin() + k, order.end(), [x](int32_t a, int32_t b) {
-          return x[a] > x[b] || (x[a] == x[b] && a < b);
-        });
-        for (int64_t i = 0; i < k; ++i) push(order[i]);
+        std::partial_sort(order.begin(), order.begin() + sorted, order.end(),
+                          [x](int32_t a, int32_t b) {
+                            return x[a] > x[b] || (x[a] == x[b] && a < b);
+                          });
+        for (int64_t i = 0, pushed = 0; i < sorted && pushed < k; ++i) {
+          if (!allowed(order[i])) continue;
+          push(order[i]);
+          ++pushed;
+        }
       }
       const int64_t k = std::min<int64_t>(keep, static_cast<int64_t>(cands.size()));
       std::partial_sort(cands.begin(), cands.begin() + k, cands.end(), ranks_before);

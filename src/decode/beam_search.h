@@ -11,7 +11,10 @@
 //     real log-probability is added (fairseq's forced eos), so every hypothesis ends in eos
 //     and has at most L_b tokens before it.
 //   - No token is forbidden (pad, unk and bos may be emitted), so that beam 1 is exactly
-//     nn::greedy_decode with max_len = L_b.
+//     nn::greedy_decode with max_len = L_b; unless max_repeats > 0: then a token that would
+//     make a block of 1 to kRepeatBlock tokens occur more than max(max_repeats, the source's
+//     own longest such run) times in a row is not a candidate (the degenerate "die die die
+//     die" of an undertrained model; the source's own runs stay allowed).
 //
 // One step: every live hypothesis of a sentence is extended by every token; the candidates
 // are ranked by log-probability (ties: lower hypothesis row, then higher raw logit, then lower
@@ -51,6 +54,10 @@ struct BeamOptions {
   int32_t bos = 2, eos = 3, pad = 0;
   // Fill Hypothesis::attention for every returned hypothesis (for --attention-svg).
   bool return_attention = false;
+  // > 0: no block of 1 to kRepeatBlock tokens repeated back to back more often than this (or
+  // than the source repeats one); 0 = no limit.
+  int64_t max_repeats = 0;
+  static constexpr int64_t kRepeatBlock = 4;
 
   // Throws attn::Error naming the offending option; tgt_vocab bounds the token ids.
   void validate(int64_t tgt_vocab) const;
@@ -59,6 +66,13 @@ struct BeamOptions {
   static constexpr double kMaxLenA = 1024;
   static constexpr int64_t kMaxLenB = int64_t{1} << 20;
 };
+
+// The most times a block of 1 to BeamOptions::kRepeatBlock tokens occurs back to back at the
+// end of tokens + [next] (1 when nothing repeats). "a b a b a b" + "a"... : block "a b" ends at
+// "b", so tokens {a, b, a, b, a}, next b gives 3.
+int64_t trailing_repeats(const std::vector<int32_t>& tokens, int32_t next);
+// The most times such a block occurs back to back anywhere in tokens.
+int64_t longest_repeats(const std::vector<int32_t>& tokens);
 
 struct Hypothesis {
   std::vector<int32_t> tokens;  // without bos and eos

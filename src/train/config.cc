@@ -195,6 +195,7 @@ void visit_fields(Config& c, V&& v) {
   v("decode.alpha", &dec.alpha, ge(0), "length penalty ((5 + len) / 6)^alpha");
   v("decode.max_len_a", &dec.max_len_a, ge(0).le(decode::BeamOptions::kMaxLenA), "output length limit: a * source length + b");
   v("decode.max_len_b", &dec.max_len_b, ge(0).le(static_cast<double>(decode::BeamOptions::kMaxLenB)), "output length limit: a * source length + b");
+  v("decode.max_repeats", &dec.max_repeats, ge(0), "> 0: no block of 1-4 tokens repeated back to back more often (or than the source repeats one); 0 = off");
 }
 
 FieldPtr find_field(Config& c, const std::string& key) {

@@ -106,6 +106,7 @@ struct DecodeSection {
   double alpha = 0.6;
   double max_len_a = 1.0;
   int64_t max_len_b = 50;
+  int64_t max_repeats = 0;
 };
 
 struct Config {

@@ -182,6 +182,7 @@ int run_translate(const std::string& checkpoint, const std::string& input,
   options.beam.alpha = options.alpha.value_or(d.alpha);
   options.beam.max_len_a = options.max_len_a.value_or(d.max_len_a);
   options.beam.max_len_b = options.max_len_b.value_or(d.max_len_b);
+  options.beam.max_repeats = options.max_repeats.value_or(d.max_repeats);
   const bool from_stdin = input == "-";
   const std::vector<std::string> lines =
       data::read_lines(input, from_stdin ? "standard input" : "input");

@@ -19,7 +19,7 @@ namespace attn::train {
 struct TranslateOptions {
   decode::BeamOptions beam;  // beam, alpha, max_len_a/b, nbest
   // Set by the command line; unset ones come from the checkpoint's `decode` section.
-  std::optional<int64_t> beam_size, max_len_b;
+  std::optional<int64_t> beam_size, max_len_b, max_repeats;
   std::optional<double> alpha, max_len_a;
   int64_t max_tokens = 4000;  // per batch, padding included
   bool scores = false;        // Moses n-best lines "id ||| text ||| score" even for nbest 1

@@ -45,6 +45,7 @@ double valid_bleu(nn::Transformer& model, Device device, const ValidationSet& se
   bo.alpha = cfg.decode.alpha;
   bo.max_len_a = cfg.decode.max_len_a;
   bo.max_len_b = cfg.decode.max_len_b;
+  bo.max_repeats = cfg.decode.max_repeats;
   auto text = [&](std::span<const int32_t> ids) { return data::detokenize(*set.vocab, ids); };
   std::vector<std::string> hyps, refs;
   for (const data::Batch& b : *set.batches) {
