@@ -127,15 +127,6 @@ ATTN_ALWAYS_INLINE void small_gemm(int64_t m, int64_t n, int64_t k, A alpha, con
   }
 }
 
-template <class A>
-ATTN_ALWAYS_INLINE A exp_acc(A x) {
-  if constexpr (std::is_same_v<A, float>) {
-    return exp_f32(x);
-  } else {
-    return std::exp(x);
-  }
-}
-
 ATTN_ALWAYS_INLINE int64_t key_length(const AttentionArgs& a, int64_t b) {
   return a.key_lengths ? a.key_lengths[b] : a.k_len;
 }
@@ -211,7 +202,7 @@ ATTN_ALWAYS_INLINE void forward_head(const AttentionArgs& a, const T* q, const T
     A sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; ++j) {
-      si[j] = exp_acc(si[j] - m);
+      si[j] = exp_t(si[j] - m);
       sum += si[j];
     }
     lh[i] = m + std::log(sum);
@@ -263,7 +254,7 @@ ATTN_ALWAYS_INLINE void backward_head(const AttentionArgs& a, const T* q, const 
     for (int64_t d = 0; d < D; ++d) di += doh[i * D + d] * oh[i * D + d];
     const A l = lse[bh * Tq + i];
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) si[j] = exp_acc(si[j] - l);
+    for (int64_t j = 0; j < n; ++j) si[j] = exp_t(si[j] - l);
     for (int64_t j = 0; j < n; ++j) {
       const A f = drop ? dropout_factor(a, bh * Tq + i, j, keep_scale) : A(1);
       const A p = si[j];

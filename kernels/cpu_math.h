@@ -11,6 +11,7 @@
 #pragma once
 
 #include <bit>
+#include <cmath>
 #include <cstdint>
 
 namespace attn::kernels {
@@ -53,6 +54,12 @@ inline F exp_impl(F x) {
 
 inline float exp_f32(float x) { return detail::exp_impl<float, int32_t>(x); }
 inline f32x4 exp_f32(f32x4 x) { return detail::exp_impl<f32x4, i32x4>(x); }
+
+// exp for a kernel templated on float and double: exp_f32 for f32 data, std::exp for f64 (the
+// gradient checks' reference). Always inlined, so a kernel built for a wider ISA (attention)
+// compiles it for that ISA.
+__attribute__((always_inline)) inline float exp_t(float x) { return exp_f32(x); }
+__attribute__((always_inline)) inline double exp_t(double x) { return std::exp(x); }
 
 inline f32x4 load4(const float* p) {
   f32x4 v;

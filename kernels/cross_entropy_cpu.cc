@@ -20,8 +20,6 @@ constexpr int64_t kParallelElements = 1 << 15;
 
 enum class RowState : uint8_t { kIgnored, kWrong, kCorrect, kBadTarget };
 
-inline float exp_t(float x) { return exp_f32(x); }
-inline double exp_t(double x) { return std::exp(x); }
 
 // Float partial sums are moved into the double total every kBlock elements per lane, so each
 // float sum adds at most 64 terms (relative error <= 64 * 2^-24 before the double total).
