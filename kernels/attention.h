@@ -55,10 +55,6 @@ void attention_backward_cpu(const AttentionArgs& a, const T* q, const T* k, cons
                             const T* out, const attention_acc_t<T>* lse, const T* grad_out,
                             T* grad_q, T* grad_k, T* grad_v);
 
-// The build of the CPU f32 kernels that runs here: "avx512" (AVX-512F), "avx2" (AVX2 + FMA) or
-// "baseline" (any x86-64, other CPUs): the widest the CPU has, capped by ATTN_CPU_ISA.
-const char* attention_cpu_isa();
-
 // ---- CUDA (kernels/attention_cuda.cu): T in {float, bf16, f16}, fp32 accumulation, lse in
 // float. Every pointer (key_lengths too) is device memory; work is ordered on `stream`.
 // Same semantics and memory convention as the CPU functions above, including the dropout

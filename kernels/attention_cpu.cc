@@ -28,14 +28,10 @@
 
 #include "base/error.h"
 #include "kernels/attention.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/cpu_math.h"
 #include "kernels/dropout.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define ATTN_ATTENTION_AVX2 1
-#else
-#define ATTN_ATTENTION_AVX2 0
-#endif
 
 namespace attn::kernels {
 
@@ -306,7 +302,7 @@ void backward_baseline(const AttentionArgs& a, const T* q, const T* k, const T* 
   ATTN_BACKWARD_LOOP(BaselineVec<T>)
 }
 
-#if ATTN_ATTENTION_AVX2
+#if ATTN_CPU_ISA_BUILDS
 // The f32 forward and backward of one wider ISA: the loops above in functions compiled for it.
 #define ATTN_ISA_KERNELS(suffix, isa, V)                                                          \
   __attribute__((target(isa))) void forward_##suffix(const AttentionArgs& a, const float* q,    \
@@ -326,47 +322,16 @@ ATTN_ISA_KERNELS(avx512, "avx512f", v16f)
 #undef ATTN_ISA_KERNELS
 #endif
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
-// The widest build the CPU runs, capped by ATTN_CPU_ISA (baseline, avx2 or avx512).
-Isa cpu_isa() {
-  static const Isa isa = [] {
-    Isa cap = Isa::kAvx512;
-    if (const char* env = std::getenv("ATTN_CPU_ISA"); env && *env) {
-      const std::string e = env;
-      ATTN_CHECK(e == "baseline" || e == "avx2" || e == "avx512", "ATTN_CPU_ISA=", e,
-                 ": expected baseline, avx2 or avx512");
-      cap = e == "baseline" ? Isa::kBaseline : e == "avx2" ? Isa::kAvx2 : Isa::kAvx512;
-    }
-#if ATTN_ATTENTION_AVX2
-    if (cap == Isa::kAvx512 && __builtin_cpu_supports("avx512f")) return Isa::kAvx512;
-    if (cap >= Isa::kAvx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return Isa::kAvx2;
-#endif
-    return Isa::kBaseline;
-  }();
-  return isa;
-}
-
 }  // namespace
-
-const char* attention_cpu_isa() {
-  switch (cpu_isa()) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kBaseline: break;
-  }
-  return "baseline";
-}
 
 template <class T>
 void attention_forward_cpu(const AttentionArgs& a, const T* q, const T* k, const T* v, T* out,
                            attention_acc_t<T>* lse) {
   static_assert(std::is_same_v<attention_acc_t<T>, T>, "the CPU kernels compute in their type");
-#if ATTN_ATTENTION_AVX2
+#if ATTN_CPU_ISA_BUILDS
   if constexpr (std::is_same_v<T, float>) {
-    if (cpu_isa() == Isa::kAvx512) return forward_avx512(a, q, k, v, out, lse);
-    if (cpu_isa() == Isa::kAvx2) return forward_avx2(a, q, k, v, out, lse);
+    if (cpu_isa() == CpuIsa::kAvx512) return forward_avx512(a, q, k, v, out, lse);
+    if (cpu_isa() == CpuIsa::kAvx2) return forward_avx2(a, q, k, v, out, lse);
   }
 #endif
   forward_baseline<T>(a, q, k, v, out, lse);
@@ -376,11 +341,11 @@ template <class T>
 void attention_backward_cpu(const AttentionArgs& a, const T* q, const T* k, const T* v,
                             const T* out, const attention_acc_t<T>* lse, const T* grad_out,
                             T* grad_q, T* grad_k, T* grad_v) {
-#if ATTN_ATTENTION_AVX2
+#if ATTN_CPU_ISA_BUILDS
   if constexpr (std::is_same_v<T, float>) {
-    if (cpu_isa() == Isa::kAvx512)
+    if (cpu_isa() == CpuIsa::kAvx512)
       return backward_avx512(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
-    if (cpu_isa() == Isa::kAvx2)
+    if (cpu_isa() == CpuIsa::kAvx2)
       return backward_avx2(a, q, k, v, out, lse, grad_out, grad_q, grad_k, grad_v);
   }
 #endif

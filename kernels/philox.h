@@ -14,24 +14,28 @@ struct Philox4 {
   uint32_t v[4];
 };
 
+// One Philox4x32 round on a counter (c0..c3) under the round key (k0, k1), in place.
+ATTN_HD inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                                 uint32_t k0, uint32_t k1) {
+  const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0;
+  const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2;
+  c0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+  c1 = static_cast<uint32_t>(p1);
+  c2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+  c3 = static_cast<uint32_t>(p0);
+}
+
+// The key of round r (0-based): the seed's halves plus r Weyl increments.
+ATTN_HD inline uint32_t philox_key0(uint32_t k0, int r) {
+  return k0 + static_cast<uint32_t>(r) * 0x9E3779B9u;
+}
+ATTN_HD inline uint32_t philox_key1(uint32_t k1, int r) {
+  return k1 + static_cast<uint32_t>(r) * 0xBB67AE85u;
+}
+
 ATTN_HD inline Philox4 philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
                                      uint32_t k0, uint32_t k1) {
-  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
-  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
-  for (int r = 0; r < 10; ++r) {
-    if (r > 0) {
-      k0 += kW0;
-      k1 += kW1;
-    }
-    const uint64_t p0 = static_cast<uint64_t>(kM0) * c0;
-    const uint64_t p1 = static_cast<uint64_t>(kM1) * c2;
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    c0 = hi1 ^ c1 ^ k0;
-    c1 = lo1;
-    c2 = hi0 ^ c3 ^ k1;
-    c3 = lo0;
-  }
+  for (int r = 0; r < 10; ++r) philox_round(c0, c1, c2, c3, philox_key0(k0, r), philox_key1(k1, r));
   return Philox4{{c0, c1, c2, c3}};
 }
 

@@ -413,18 +413,21 @@ TEST_CASE("dropout: kept fraction, scaling, reproducibility", "[dropout]") {
 
 TEST_CASE("dropout: the mask is the documented Philox rule, element by element", "[dropout]") {
   // The CPU kernel draws one Philox block per 4 elements; the CUDA kernels and attention's
-  // dropout use the per-element rule kernels::dropout_keep. Sizes that are not multiples of 4,
-  // above and below the parallel threshold, and an offset that is not 0.
-  for (int64_t n : {1, 7, 4001, 70001}) {
-    INFO("n = " << n);
-    const uint64_t seed = 77, offset = 12345;
-    const float p = 0.25f;
-    const std::vector<double> y =
-        ops::dropout_forward(Tensor::ones({n}), p, seed, offset).to_double_vector();
-    int64_t wrong = 0;
-    for (int64_t i = 0; i < n; ++i)
-      wrong += (y[i] != 0.0) != kernels::dropout_keep(seed, offset, static_cast<uint64_t>(i), p);
-    CHECK(wrong == 0);
+  // dropout use the per-element rule kernels::dropout_keep. Sizes that are not multiples of 4
+  // (nor of the CPU kernel's 64-element chunks), above and below the parallel threshold, an
+  // offset that is not 0 and one whose counters cross 2^32 (the counter's second word).
+  for (const uint64_t offset : {uint64_t{12345}, uint64_t{0xFFFFFFF8u}}) {
+    for (int64_t n : {1, 7, 63, 65, 4001, 70001}) {
+      INFO("n = " << n << ", offset = " << offset);
+      const uint64_t seed = 0x123456789abcdefull;
+      const float p = 0.25f;
+      const std::vector<double> y =
+          ops::dropout_forward(Tensor::ones({n}), p, seed, offset).to_double_vector();
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < n; ++i)
+        wrong += (y[i] != 0.0) != kernels::dropout_keep(seed, offset, static_cast<uint64_t>(i), p);
+      CHECK(wrong == 0);
+    }
   }
 }
 

@@ -24,39 +24,11 @@
 #include "train/fault_injection.h"
 
 using namespace attn;
+using attn::testing::EnvGuard;
 using attn::testing::error_of;
 
 namespace {
 
-// Sets (or, with nullopt, unsets) environment variables for one scope and restores them.
-class EnvGuard {
- public:
-  EnvGuard(std::initializer_list<std::pair<const char*, std::optional<std::string>>> vars) {
-    for (const auto& [name, value] : vars) {
-      const char* old = std::getenv(name);
-      saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
-      if (value) {
-        ::setenv(name, value->c_str(), 1);
-      } else {
-        ::unsetenv(name);
-      }
-    }
-  }
-  ~EnvGuard() {
-    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
-      if (it->second) {
-        ::setenv(it->first.c_str(), it->second->c_str(), 1);
-      } else {
-        ::unsetenv(it->first.c_str());
-      }
-    }
-  }
-  EnvGuard(const EnvGuard&) = delete;
-  EnvGuard& operator=(const EnvGuard&) = delete;
-
- private:
-  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
-};
 
 // Every variable detect_launch reads, unset: a clean slate even when ctest itself runs under
 // Slurm or mpirun.

@@ -314,6 +314,25 @@ TEST_CASE("Learning-rate schedules", "[optim]") {
   }
 }
 
+TEST_CASE("cooldown_factor: 1, then linear to 0 over the last fraction of the run", "[optim]") {
+  CHECK(cooldown_factor(0.0, 0.0) == 1.0);
+  CHECK(cooldown_factor(0.0, 0.999) == 1.0);
+  CHECK(cooldown_factor(0.2, 0.0) == 1.0);
+  CHECK(cooldown_factor(0.2, 0.8) == Approx(1.0).epsilon(1e-12));
+  CHECK(cooldown_factor(0.2, 0.9) == Approx(0.5).epsilon(1e-12));
+  CHECK(cooldown_factor(0.2, 0.95) == Approx(0.25).epsilon(1e-12));
+  CHECK(cooldown_factor(0.2, 1.0) == 0.0);
+  CHECK(cooldown_factor(0.2, 1.5) == 0.0);  // past the end (a resumed run past max_time)
+  CHECK(cooldown_factor(1.0, 0.25) == Approx(0.75).epsilon(1e-12));
+  CHECK(cooldown_factor(0.5, 0.6) > cooldown_factor(0.5, 0.7));
+  CHECK_THAT(error_of([] { cooldown_factor(1.5, 0.5); }),
+             Catch::Contains("train.cooldown must be in [0, 1], got 1.5"));
+  CHECK_THAT(error_of([] { cooldown_factor(-0.1, 0.5); }),
+             Catch::Contains("train.cooldown must be in [0, 1]"));
+  CHECK_THAT(error_of([] { cooldown_factor(0.5, std::nan("")); }),
+             Catch::Contains("progress must be finite"));
+}
+
 TEST_CASE("clip_grad_norm scales to max_norm and returns the norm before", "[optim]") {
   Tensor a = param({0.0, 0.0}, kF32);
   Tensor b = param({0.0}, kF64);

@@ -18,6 +18,7 @@
 #include "io/safetensors.h"
 #include "nn/greedy.h"
 #include "nn/transformer.h"
+#include "optim/schedule.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/model_config.h"
@@ -127,6 +128,32 @@ TEST_CASE("resume is exact: N steps equal N/2 + resume + N/2", "[train]") {
   }
   CHECK(train_losses(straight) == train_losses(resumed));
   CHECK(train_losses(straight).size() == 6);
+}
+
+TEST_CASE("resume is exact under train.cooldown: a crash at step 31 and a rerun equal one run",
+          "[train]") {
+  // The cooldown's rate depends on the step and max_steps, so the run is resumed with the same
+  // config (extending max_steps, as the test above does, would move the cooldown).
+  const std::vector<std::string> cfg = {"model.dropout=0.1", "train.cooldown=0.5",
+                                        "train.max_steps=60", "train.log_every=10",
+                                        "train.save_every=20", "train.valid_every=20",
+                                        "data.synthetic_train_size=600"};
+  const fs::path straight = scratch("cooldown_straight"), resumed = scratch("cooldown_resumed");
+  do_train(copy_config(straight, cfg));
+  {
+    attn::testing::EnvGuard fault{{"ATTN_FAULT_INJECT", "throw@step:31@rank:0"}};
+    CHECK_THROWS_WITH(do_train(copy_config(resumed, cfg)), Contains("throw at step 31"));
+  }
+  CHECK(load_checkpoint((resumed / "checkpoints/latest").string()).state.step == 20);
+  CHECK(do_train(copy_config(resumed, cfg)).step == 60);
+  auto a = io::load_safetensors((straight / "checkpoints/latest/model.safetensors").string());
+  auto b = io::load_safetensors((resumed / "checkpoints/latest/model.safetensors").string());
+  REQUIRE(a.tensors.size() == b.tensors.size());
+  for (auto& [name, t] : a.tensors) {
+    INFO(name);
+    REQUIRE(b.tensors.count(name));
+    CHECK(t.to_double_vector() == b.tensors.at(name).to_double_vector());  // bitwise in f32
+  }
 }
 
 TEST_CASE("a run killed during a checkpoint write leaves latest loadable", "[train]") {
@@ -311,6 +338,50 @@ TEST_CASE("validation BLEU, early stopping, max_time and checkpoint averaging", 
         do_train(copy_config(out, {"train.max_steps=100000000", "train.max_time=2s",
                                    "train.valid_every=100000", "train.save_every=100000"}));
     CHECK(again.step == r.step);
+  }
+  SECTION("cooldown: the rate falls linearly to 0 at max_steps, or at max_time") {
+    // metrics.jsonl's train records carry each step's rate (log_every 1).
+    auto rates = [](const fs::path& out) {
+      std::ifstream in(out / "metrics.jsonl");
+      std::vector<std::pair<int64_t, double>> v;
+      std::string line;
+      while (std::getline(in, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (j["type"] == "train") v.emplace_back(j["step"].get<int64_t>(), j["lr"].get<double>());
+      }
+      return v;
+    };
+    optim::ScheduleOptions sched;  // configs/copy.yaml's
+    sched.kind = "inverse_sqrt";
+    sched.peak_lr = 3e-3;
+    sched.warmup = 50;
+    const fs::path by_steps = scratch("cooldown_steps");
+    do_train(copy_config(by_steps, {"train.max_steps=40", "train.cooldown=0.25",
+                                    "train.log_every=1", "train.valid_every=40",
+                                    "train.save_every=40"}));
+    const auto r = rates(by_steps);
+    REQUIRE(r.size() == 40);
+    for (const auto& [step, lr] : r) {
+      INFO("step " << step);
+      // Step s is taken with (s - 1) of 40 steps done: full rate to step 31, then 9/10 ... 1/10.
+      const double factor = step <= 31 ? 1.0 : (40.0 - static_cast<double>(step - 1)) / 10.0;
+      CHECK(lr == Approx(optim::learning_rate(sched, step) * factor).epsilon(1e-9));
+    }
+
+    const fs::path by_time = scratch("cooldown_time");
+    do_train(copy_config(by_time, {"train.max_steps=100000000", "train.max_time=2s",
+                                   "train.cooldown=0.5", "train.log_every=1",
+                                   "train.valid_every=100000", "train.save_every=100000"}));
+    const auto t = rates(by_time);
+    REQUIRE(t.size() >= 10);
+    std::vector<double> factors;
+    for (const auto& [step, lr] : t) factors.push_back(lr / optim::learning_rate(sched, step));
+    CHECK(factors.front() == Approx(1.0));
+    for (size_t i = 1; i < factors.size(); ++i) CHECK(factors[i] <= factors[i - 1] + 1e-12);
+    // The last step starts less than a step's time before the 2 s: its factor is about
+    // (2 s - elapsed) / 1 s, far below 1 and above 0.
+    CHECK(factors.back() < 0.5);
+    CHECK(factors.back() > 0.0);
   }
   SECTION("average_last writes an averaged checkpoint") {
     const fs::path out = scratch("average");

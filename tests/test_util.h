@@ -6,7 +6,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,37 @@
 #include "train/config.h"
 
 namespace attn::testing {
+
+// Sets (or, with nullopt, unsets) environment variables for one scope and restores them.
+class EnvGuard {
+ public:
+  EnvGuard(std::initializer_list<std::pair<const char*, std::optional<std::string>>> vars) {
+    for (const auto& [name, value] : vars) {
+      const char* old = std::getenv(name);
+      saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
+      if (value) {
+        ::setenv(name, value->c_str(), 1);
+      } else {
+        ::unsetenv(name);
+      }
+    }
+  }
+  ~EnvGuard() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
+      if (it->second) {
+        ::setenv(it->first.c_str(), it->second->c_str(), 1);
+      } else {
+        ::unsetenv(it->first.c_str());
+      }
+    }
+  }
+  EnvGuard(const EnvGuard&) = delete;
+  EnvGuard& operator=(const EnvGuard&) = delete;
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
 
 // <tmp>/attn_test_<suite>_<pid>/<name>, removed if it exists (its parent is created).
 inline std::filesystem::path scratch_path(const std::string& suite, const std::string& name) {

@@ -15,7 +15,7 @@
 #include "core/device.h"
 #include "base/error.h"
 #include "core/file.h"
-#include "kernels/attention.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/gemm.h"
 #include "dist/launch.h"
 #include "eval/cli_commands.h"
@@ -31,8 +31,8 @@ namespace {
 int run_devices() {
   // Both may fail on a bad ATTN_CPU_GEMM / ATTN_CPU_ISA: before anything is printed.
   const std::string gemm = attn::kernels::gemm_cpu_library();
-  const std::string attention = attn::kernels::attention_cpu_isa();
-  std::cout << "cpu (" << gemm << "; attention " << attention << ", " << omp_get_max_threads()
+  const std::string isa = attn::kernels::cpu_isa_name();
+  std::cout << "cpu (" << gemm << "; attention and dropout " << isa << ", " << omp_get_max_threads()
             << " threads)\n";
   if (!attn::cuda_built()) {
     std::cout << "cuda: not built (configure with -DATTN_CUDA=ON)\n";

@@ -42,4 +42,13 @@ double learning_rate(const ScheduleOptions& o, int64_t step) {
   return o.peak_lr;
 }
 
+double cooldown_factor(double fraction, double progress) {
+  ATTN_CHECK(std::isfinite(fraction) && fraction >= 0 && fraction <= 1,
+             "train.cooldown must be in [0, 1], got ", fraction);
+  ATTN_CHECK(std::isfinite(progress), "cooldown_factor: progress must be finite, got ", progress);
+  if (fraction == 0) return 1.0;
+  const double left = 1.0 - std::clamp(progress, 0.0, 1.0);
+  return std::min(1.0, left / fraction);
+}
+
 }  // namespace attn::optim

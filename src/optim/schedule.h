@@ -4,6 +4,10 @@
 //   inverse_sqrt: peak_lr * step / warmup during warmup, then peak_lr * sqrt(warmup / step)
 //                 (fairseq's inverse_sqrt with warmup_init_lr = 0)
 //   constant:     peak_lr
+// Any of them times cooldown_factor (train.cooldown): over the last fraction of the run the
+// rate falls linearly to 0, the decay phase of a warmup-stable-decay schedule (Hu et al. 2024,
+// "MiniCPM"; Hägele et al. 2024). It gives a run bounded by steps or time the annealed end
+// that the inverse square root never reaches.
 // Error messages use the config keys: train.lr_schedule, train.lr_factor, train.warmup,
 // train.peak_lr, model.d_model.
 #pragma once
@@ -25,5 +29,10 @@ struct ScheduleOptions {
 void validate(const ScheduleOptions& options);
 
 double learning_rate(const ScheduleOptions& options, int64_t step);
+
+// 1 until `progress` (the part of the run done before this update, in [0, 1]) reaches
+// 1 - fraction, then (1 - progress) / fraction, down to 0. fraction 0: always 1. Throws on a
+// fraction outside [0, 1] or a progress that is not finite.
+double cooldown_factor(double fraction, double progress);
 
 }  // namespace attn::optim

@@ -69,6 +69,7 @@ struct TrainSection {
   double lr_factor = 1.0;            // noam multiplier
   double lr = 5e-4;                  // peak (inverse_sqrt, constant)
   int64_t warmup_steps = 4000;
+  double cooldown = 0;               // last fraction of the run with the rate falling to 0
   double clip_norm = 0.0;  // 0: no clipping
   int64_t update_freq = 1;  // gradient accumulation
   // Validation: `loss` always; `bleu` adds BLEU of beam search (valid_beam) on the valid set.

@@ -25,14 +25,18 @@ double StopControl::run_seconds() const {
 
 int StopControl::agree_after_step(dist::Communicator& comm) {
   int sig = g_stop_signal.exchange(0);
-  bool up = max_time_s_ > 0 && elapsed() >= max_time_s_;
+  double now = elapsed();
+  bool up = max_time_s_ > 0 && now >= max_time_s_;
   if (comm.world_size() > 1) {
-    const auto r = comm.all_reduce_host(
-        {static_cast<double>(sig), sig ? 1.0 : 0.0, comm.rank() == 0 && up ? 1.0 : 0.0});
+    const bool root = comm.rank() == 0;
+    const auto r = comm.all_reduce_host({static_cast<double>(sig), sig ? 1.0 : 0.0,
+                                         root && up ? 1.0 : 0.0, root ? now : 0.0});
     if (r[1] > 0 && sig == 0) sig = static_cast<int>(r[0] / r[1]);
     up = r[2] > 0;
+    now = r[3];
   }
   time_up_ = up;
+  agreed_elapsed_ = now;
   return sig;
 }
 

@@ -17,12 +17,18 @@ class StopControl {
 
   void set_elapsed_before(double seconds) { elapsed_before_ = seconds; }
   // Starts this run's clock (after set-up, so that loading is not training time).
-  void start_clock() { run_start_ = Clock::now(); }
+  void start_clock() {
+    run_start_ = Clock::now();
+    agreed_elapsed_ = elapsed_before_;
+  }
 
   // After a step: takes a pending stop signal (a handler's or request_stop's, trainer.h) and decides whether the time is up (rank 0's
   // clock decides), agreed by all ranks. Returns the signal (0 if none).
   int agree_after_step(dist::Communicator& comm);
   bool time_up() const { return time_up_; }
+  // The whole run's training time at the last agree_after_step, rank 0's clock: the same on
+  // every rank, so that what depends on it (train.cooldown's rate) does too.
+  double agreed_elapsed() const { return agreed_elapsed_; }
 
   double run_seconds() const;     // this run's training time
   double elapsed() const { return elapsed_before_ + run_seconds(); }  // the whole run's
@@ -34,6 +40,7 @@ class StopControl {
   double elapsed_before_;
   Clock::time_point run_start_ = Clock::now();
   bool time_up_ = false;
+  double agreed_elapsed_ = 0;
 };
 
 }  // namespace attn::train

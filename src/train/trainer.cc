@@ -257,6 +257,15 @@ class Trainer {
     return result;
   }
 
+  // How much of the run is done before the next update: by steps, or by train.max_time when
+  // that is set and further along (rank 0's clock, agreed after every step).
+  double progress() const {
+    const auto& t = cfg_.train;
+    double p = static_cast<double>(step_) / static_cast<double>(t.max_steps);
+    if (stop_.max_time() > 0) p = std::max(p, stop_.agreed_elapsed() / stop_.max_time());
+    return p;
+  }
+
   bool done() const {
     if (step_ >= cfg_.train.max_steps || early_.stop() || stop_.time_up()) return true;
     return cfg_.train.max_epochs > 0 && data_.batcher->epoch() >= cfg_.train.max_epochs;
@@ -292,7 +301,8 @@ class Trainer {
         static_cast<uint64_t>(step_) << 32);
     std::vector<data::Batch> batches;
     for (int64_t k = 0; k < cfg_.train.update_freq; ++k) batches.push_back(data_.batcher->next());
-    lr_ = optim::learning_rate(sched_, step_ + 1 - sched_offset_);
+    lr_ = optim::learning_rate(sched_, step_ + 1 - sched_offset_) *
+          optim::cooldown_factor(cfg_.train.cooldown, progress());
     if (dump_.is_open()) dump_step(batches);
     StepResult r;
     try {

@@ -65,4 +65,13 @@ grep -q "resuming from" "$tmp/r2.log" || fail "second run did not resume"
 compare "$tmp/two" "$tmp/resumed" 0 || fail "resumed 2-rank run differs from the straight one"
 [ "$(losses "$tmp/two")" = "$(losses "$tmp/resumed")" ] || fail "resumed losses differ"
 
+# 3. A cooldown bounded by train.max_time: both ranks take the rate from rank 0's clock, so the
+#    replicas stay bitwise identical (checked after every step; with each rank's own clock the
+#    rates, and so the weights, would differ).
+"${mpi[@]}" "$attn" train -c "$src/configs/copy.yaml" --set train.output_dir="$tmp/cool" \
+  --set train.max_steps=100000000 --set train.max_time=3s --set train.cooldown=0.5 \
+  --set train.check_replicas_every=1 --set train.valid_every=100000 --set train.save_every=100000 \
+  > "$tmp/cool.log" 2>&1 || fail "time-bound cooldown run failed: $(tail -3 "$tmp/cool.log")"
+grep -q "train.max_time (3s) reached" "$tmp/cool.log" || fail "cooldown run did not stop at max_time"
+
 echo "test_train_mpi: OK"
