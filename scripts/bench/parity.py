@@ -64,20 +64,30 @@ FIXTURE_DIR = os.path.join(REPO, "tests", "data", "parity")
 TRAIN_DEFAULTS = {"label_smoothing": 0.1, "adam_beta1": 0.9, "adam_beta2": 0.98,
                   "adam_eps": 1e-9, "weight_decay": 0.0, "lr_schedule": "noam",
                   "lr_factor": 1.0, "lr": 5e-4, "warmup_steps": 4000, "clip_norm": 0.0,
-                  "update_freq": 1, "seed": 1}
+                  "update_freq": 1, "seed": 1, "cooldown": 0.0}
 
 
-def learning_rate(train: dict, d_model: int, step: int) -> float:
-    """src/optim/schedule.h, step counted from 1."""
+def cooldown_factor(fraction: float, progress: float) -> float:
+    """src/optim/schedule.h's cooldown_factor (train.cooldown)."""
+    if fraction == 0:
+        return 1.0
+    return min(1.0, (1.0 - min(max(progress, 0.0), 1.0)) / fraction)
+
+
+def learning_rate(train: dict, d_model: int, step: int, progress: float = 0.0) -> float:
+    """src/optim/schedule.h, step counted from 1; progress: the part of the run done before
+    this step (the trainer's: steps done / max_steps, or time / max_time when further)."""
     kind, w, s = train["lr_schedule"], float(train["warmup_steps"]), float(step)
     if kind == "noam":
-        return float(train["lr_factor"]) * d_model ** -0.5 * min(s ** -0.5, s * w ** -1.5)
-    if kind == "inverse_sqrt":
+        lr = float(train["lr_factor"]) * d_model ** -0.5 * min(s ** -0.5, s * w ** -1.5)
+    elif kind == "inverse_sqrt":
         peak = float(train["lr"])
-        return peak * s / w if step <= w else peak * math.sqrt(w / s)
-    if kind == "constant":
-        return float(train["lr"])
-    raise SystemExit(f"unknown train.lr_schedule '{kind}'")
+        lr = peak * s / w if step <= w else peak * math.sqrt(w / s)
+    elif kind == "constant":
+        lr = float(train["lr"])
+    else:
+        raise SystemExit(f"unknown train.lr_schedule '{kind}'")
+    return lr * cooldown_factor(float(train["cooldown"]), progress)
 
 
 def config_values(config: str, sets: List[str]) -> Dict[str, Dict[str, object]]:
@@ -188,7 +198,7 @@ def train_reference(cfg: ModelConfig, init_path: str, steps: List[dict], train: 
     losses, lrs, norms = [], [], []
     t0 = time.perf_counter()
     for i, s in enumerate(steps):
-        lr = learning_rate(train, cfg.d_model, i + 1)
+        lr = learning_rate(train, cfg.d_model, i + 1, i / len(steps))  # a step-bound run
         if not math.isclose(lr, s["lr"], rel_tol=1e-12):
             raise SystemExit(f"step {i + 1}: attn's learning rate {s['lr']!r} is not the "
                              f"schedule's {lr!r}")

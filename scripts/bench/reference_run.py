@@ -84,7 +84,8 @@ def main() -> int:
         if step > 0 and step % len(steps) == 0:
             passes += 1
         step += 1
-        lr = learning_rate(train, cfg.d_model, step)
+        # train.cooldown follows this run's own clock against --minutes (attn's, max_time).
+        lr = learning_rate(train, cfg.d_model, step, (time.perf_counter() - t0) / limit)
         total, ntok, _ = reference_step(model, params, opt, s["batches"], train, lr)
         window_loss += total
         window_tok += ntok
@@ -119,7 +120,7 @@ def main() -> int:
         state = json.load(fh)
     elapsed = time.perf_counter() - t0
     state.update({"step": step, "adam_step": step, "elapsed_seconds": elapsed, "finished": True,
-                  "lr": learning_rate(train, cfg.d_model, step)})
+                  "lr": lr})
     with open(os.path.join(final, "trainer_state.json"), "w") as fh:
         json.dump(state, fh, indent=2)
     summary = {"steps": step, "seconds": seconds, "dumped_steps": len(steps),
