@@ -66,6 +66,18 @@ TrainResult do_train(const Config& c, const TrainFlags& f = {}) {
   return attn::train::train(c, f);
 }
 
+// The latest checkpoints of two runs hold bitwise the same parameters (f32).
+void check_same_weights(const fs::path& one, const fs::path& other) {
+  auto a = io::load_safetensors((one / "checkpoints/latest/model.safetensors").string());
+  auto b = io::load_safetensors((other / "checkpoints/latest/model.safetensors").string());
+  REQUIRE(a.tensors.size() == b.tensors.size());
+  for (auto& [name, t] : a.tensors) {
+    INFO(name);
+    REQUIRE(b.tensors.count(name));
+    CHECK(t.to_double_vector() == b.tensors.at(name).to_double_vector());
+  }
+}
+
 std::string config_path() {
   return std::string(ATTN_SOURCE_DIR) + "/configs/copy.yaml";
 }
@@ -118,14 +130,7 @@ TEST_CASE("resume is exact: N steps equal N/2 + resume + N/2", "[train]") {
   TrainResult rest = do_train(copy_config(resumed, with({}, "60")));
   CHECK(rest.step == 60);
 
-  auto a = io::load_safetensors((straight / "checkpoints/latest/model.safetensors").string());
-  auto b = io::load_safetensors((resumed / "checkpoints/latest/model.safetensors").string());
-  REQUIRE(a.tensors.size() == b.tensors.size());
-  for (auto& [name, t] : a.tensors) {
-    INFO(name);
-    REQUIRE(b.tensors.count(name));
-    CHECK(t.to_double_vector() == b.tensors.at(name).to_double_vector());  // bitwise in f32
-  }
+  check_same_weights(straight, resumed);
   CHECK(train_losses(straight) == train_losses(resumed));
   CHECK(train_losses(straight).size() == 6);
 }
@@ -146,14 +151,7 @@ TEST_CASE("resume is exact under train.cooldown: a crash at step 31 and a rerun 
   }
   CHECK(load_checkpoint((resumed / "checkpoints/latest").string()).state.step == 20);
   CHECK(do_train(copy_config(resumed, cfg)).step == 60);
-  auto a = io::load_safetensors((straight / "checkpoints/latest/model.safetensors").string());
-  auto b = io::load_safetensors((resumed / "checkpoints/latest/model.safetensors").string());
-  REQUIRE(a.tensors.size() == b.tensors.size());
-  for (auto& [name, t] : a.tensors) {
-    INFO(name);
-    REQUIRE(b.tensors.count(name));
-    CHECK(t.to_double_vector() == b.tensors.at(name).to_double_vector());  // bitwise in f32
-  }
+  check_same_weights(straight, resumed);
 }
 
 TEST_CASE("a run killed during a checkpoint write leaves latest loadable", "[train]") {
