@@ -90,8 +90,10 @@ void masked_scale(const T* in, T* out, int64_t n, float p, uint64_t seed, uint64
   const T keep_scale = static_cast<T>(1.0 / (1.0 - static_cast<double>(p)));
 #if ATTN_CPU_ISA_BUILDS
   if constexpr (std::is_same_v<T, float>) {
-    if (cpu_isa() == CpuIsa::kAvx512) return masked_scale_avx512(in, out, n, p, keep_scale, seed, offset);
-    if (cpu_isa() == CpuIsa::kAvx2) return masked_scale_avx2(in, out, n, p, keep_scale, seed, offset);
+    if (cpu_isa() == CpuIsa::kAvx512)
+      return masked_scale_avx512(in, out, n, p, keep_scale, seed, offset);
+    if (cpu_isa() == CpuIsa::kAvx2)
+      return masked_scale_avx2(in, out, n, p, keep_scale, seed, offset);
   }
 #endif
   masked_scale_baseline(in, out, n, p, keep_scale, seed, offset);

@@ -412,10 +412,10 @@ TEST_CASE("dropout: kept fraction, scaling, reproducibility", "[dropout]") {
 }
 
 TEST_CASE("dropout: the mask is the documented Philox rule, element by element", "[dropout]") {
-  // The CPU kernel draws one Philox block per 4 elements; the CUDA kernels and attention's
-  // dropout use the per-element rule kernels::dropout_keep. Sizes that are not multiples of 4
-  // (nor of the CPU kernel's 64-element chunks), above and below the parallel threshold, an
-  // offset that is not 0 and one whose counters cross 2^32 (the counter's second word).
+  // The CPU kernel draws 16 Philox blocks (64 elements) at a time; the CUDA kernels and
+  // attention's dropout use the per-element rule kernels::dropout_keep. Sizes that are not
+  // multiples of 4 (nor of the CPU kernel's 64-element chunks), above and below the parallel
+  // threshold, an offset that is not 0 and one whose counters cross 2^32 (its second word).
   for (const uint64_t offset : {uint64_t{12345}, uint64_t{0xFFFFFFF8u}}) {
     for (int64_t n : {1, 7, 63, 65, 4001, 70001}) {
       INFO("n = " << n << ", offset = " << offset);

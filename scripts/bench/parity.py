@@ -452,6 +452,7 @@ def long_form(args) -> int:
             "train.device=cpu", "train.precision=fp32", f"train.max_steps={args.steps}",
             "train.log_every=1", f"train.valid_every={args.steps}",
             f"train.save_every={args.steps}", "train.keep_last=1", "train.average_last=0",
+            "train.max_time=",  # step-bound, so that a train.cooldown follows the steps
             f"train.warmup_steps={args.warmup}"] + args.set
     # The vocabulary (and with it the embedding shape) comes from SentencePiece: one attn step
     # trains it into <work>/spm.model, which every later run loads.

@@ -171,7 +171,7 @@ void visit_fields(Config& c, V&& v) {
   v("train.lr_factor", &t.lr_factor, gt(0), "noam: multiplier of d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)");
   v("train.lr", &t.lr, gt(0), "peak learning rate (inverse_sqrt, constant)");
   v("train.warmup_steps", &t.warmup_steps, ge(1), "linear warm-up steps");
-  v("train.cooldown", &t.cooldown, probability(), "the last fraction of the run over which the rate falls linearly to 0 (the run ends at train.max_steps, or at train.max_time when that comes first; 0 = off)");
+  v("train.cooldown", &t.cooldown, ge(0).le(1), "the last fraction of the run over which the rate falls linearly to 0 (the run's end is train.max_steps, or train.max_time when that comes first; max_epochs and patience are not foreseen; 0 = off)");
   v("train.clip_norm", &t.clip_norm, ge(0).noting("0 disables"), "clip the global gradient norm to this");
   v("train.update_freq", &t.update_freq, ge(1), "micro-batches per update (gradient accumulation)");
   v("train.valid_metrics", &t.valid_metrics, one_of({"loss", "bleu"}), "validation metrics: loss always; bleu adds beam search (valid_beam) on the valid set");
