@@ -37,16 +37,19 @@ Config copy_config(const fs::path& out, std::vector<std::string> extra = {}) {
   return attn::testing::copy_task_config(out, extra);
 }
 
-std::vector<double> train_losses(const fs::path& out) {
+// One field of every train record of a run's metrics.jsonl, in order.
+std::vector<double> train_field(const fs::path& out, const std::string& key) {
   std::ifstream in(out / "metrics.jsonl");
   std::vector<double> v;
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line);
-    if (j["type"] == "train") v.push_back(j["loss"].get<double>());
+    if (j["type"] == "train") v.push_back(j[key].get<double>());
   }
   return v;
 }
+
+std::vector<double> train_losses(const fs::path& out) { return train_field(out, "loss"); }
 
 // Runs the attn binary (stdout and stderr discarded) with extra environment entries; returns
 // the wait status, or 0 and the pid in *pid_out without waiting.
@@ -340,13 +343,10 @@ TEST_CASE("validation BLEU, early stopping, max_time and checkpoint averaging", 
   SECTION("cooldown: the rate falls linearly to 0 at max_steps, or at max_time") {
     // metrics.jsonl's train records carry each step's rate (log_every 1).
     auto rates = [](const fs::path& out) {
-      std::ifstream in(out / "metrics.jsonl");
+      const std::vector<double> steps = train_field(out, "step"), lrs = train_field(out, "lr");
       std::vector<std::pair<int64_t, double>> v;
-      std::string line;
-      while (std::getline(in, line)) {
-        auto j = nlohmann::json::parse(line);
-        if (j["type"] == "train") v.emplace_back(j["step"].get<int64_t>(), j["lr"].get<double>());
-      }
+      for (size_t i = 0; i < steps.size(); ++i)
+        v.emplace_back(static_cast<int64_t>(steps[i]), lrs.at(i));
       return v;
     };
     optim::ScheduleOptions sched;  // configs/copy.yaml's
