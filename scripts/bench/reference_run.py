@@ -76,6 +76,8 @@ def main() -> int:
 
     os.makedirs(args.out, exist_ok=True)
     metrics = open(os.path.join(args.out, "metrics.jsonl"), "w")
+    if not args.minutes > 0:
+        raise SystemExit(f"--minutes {args.minutes}: must be > 0")
     limit = args.minutes * 60
     t0 = time.perf_counter()
     step, window_loss, window_tok, window_t0, passes = 0, 0.0, 0, t0, 1
